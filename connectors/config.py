@@ -1,0 +1,110 @@
+"""Reading and writing a connector's configuration.
+
+Every write goes through :func:`config_update`, from the admin and the
+commands alike, so that normalisation, validation and the all-or-nothing
+save are the same everywhere.
+"""
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from .exceptions import InvalidConfiguration
+from .models import ConnectorConfig, ConnectorValue
+from .registry import registry
+
+MASK = "••••"
+
+
+def mask(value):
+    """Show at most the last 4 characters, and none of a short value."""
+    if not value:
+        return ""
+    if len(value) < 12:
+        return MASK
+    return MASK + value[-4:]
+
+
+def config_normalise(*, service_id, values):
+    """Clean every value; raise InvalidConfiguration naming each bad key."""
+    connector = registry.get(service_id)
+    cleaned, errors = {}, {}
+    for key, raw in values.items():
+        try:
+            field = connector.field(key)
+        except KeyError:
+            known = ", ".join(f.key for f in connector.fields)
+            errors[key] = f"unknown key; {service_id} has {known}."
+            continue
+        try:
+            cleaned[key] = field.normalise(raw)
+        except ValidationError as error:
+            errors[key] = " ".join(error.messages)
+    if errors:
+        raise InvalidConfiguration(errors)
+    return cleaned
+
+
+@transaction.atomic
+def config_update(*, service_id, values=None, clear=()):
+    """Set ``values`` and remove the keys in ``clear``; return the keys changed.
+
+    All values are checked before anything is written, so a single bad value
+    leaves the stored configuration exactly as it was.
+    """
+    connector = registry.get(service_id)
+    cleaned = config_normalise(service_id=service_id, values=values or {})
+    unknown = [key for key in clear if key not in {f.key for f in connector.fields}]
+    if unknown:
+        raise InvalidConfiguration({key: "unknown key." for key in unknown})
+    config, _ = ConnectorConfig.objects.select_for_update().get_or_create(service_id=service_id)
+    current = {v.key: v for v in config.values.all()}
+    changed = []
+    for key, value in cleaned.items():
+        stored = current.get(key)
+        if stored is not None and stored.value == value:
+            continue
+        if stored is None:
+            ConnectorValue.objects.create(config=config, key=key, value=value)
+        else:
+            stored.value = value
+            stored.save(update_fields=["value", "updated_at"])
+        changed.append(key)
+    for key in clear:
+        if key in current and key not in cleaned:
+            current[key].delete()
+            changed.append(key)
+    if changed:
+        config.save(update_fields=["updated_at"])
+    return changed
+
+
+def config_values(service_id):
+    """The stored values, decrypted, with defaults for the keys left unset."""
+    connector = registry.get(service_id)
+    stored = dict(
+        ConnectorValue.objects.filter(config__service_id=service_id).values_list("key", "value")
+    )
+    return {f.key: stored.get(f.key, f.default) for f in connector.fields if f.key in stored or f.default}
+
+
+def config_keys_set(service_id):
+    """Which keys hold a stored value, read without decrypting any."""
+    return set(
+        ConnectorValue.objects.filter(config__service_id=service_id).values_list("key", flat=True)
+    )
+
+
+def config_summary(service_id):
+    """What an operator may see: each key, whether set, and secrets masked."""
+    connector = registry.get(service_id)
+    values = config_values(service_id)
+    return [
+        {
+            "key": f.key,
+            "label": f.label,
+            "secret": f.secret,
+            "set": f.key in values,
+            "value": (mask(values[f.key]) if f.secret else values[f.key]) if f.key in values else None,
+        }
+        for f in connector.fields
+    ]

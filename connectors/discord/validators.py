@@ -1,0 +1,37 @@
+"""What a value pasted from the Discord Developer Portal must look like.
+
+Client secrets and bot tokens have no documented format, so they are only
+checked for what a paste gets wrong (white space, a ``Bot `` prefix); the
+Test credentials button proves them against Discord.
+"""
+
+import re
+
+from django.core.exceptions import ValidationError
+
+SNOWFLAKE = re.compile(r"\d{17,20}")
+WHITESPACE = re.compile(r"\s")
+
+
+def clean_snowflake(value):
+    if not SNOWFLAKE.fullmatch(value):
+        raise ValidationError(
+            "must be a Discord application ID: 17 to 20 digits, as shown under "
+            "General Information in the Developer Portal."
+        )
+    return value
+
+
+def clean_secret(value):
+    if WHITESPACE.search(value):
+        raise ValidationError("must not contain spaces or line breaks; paste it again.")
+    return value
+
+
+def clean_bot_token(value):
+    """A token copied from a header example keeps its ``Bot `` prefix; drop it."""
+    if value[:4].lower() == "bot ":
+        value = value[4:].strip()
+    if not value:
+        raise ValidationError("This value is empty.")
+    return clean_secret(value)

@@ -1,0 +1,65 @@
+"""The errors the connector framework raises.
+
+They carry messages safe to show a person: never a secret, a token or a raw
+provider body. Views, the admin and commands turn them into messages; code
+below them only raises.
+"""
+
+
+class ConnectorError(Exception):
+    """Base of every error the connector framework raises on purpose."""
+
+
+class UnknownConnector(ConnectorError):
+    def __init__(self, service_id):
+        super().__init__(f"No connector is registered under {service_id!r}.")
+        self.service_id = service_id
+
+
+class InvalidConfiguration(ConnectorError):
+    """One or more configuration values were refused; nothing was saved."""
+
+    def __init__(self, errors):
+        self.errors = dict(errors)
+        super().__init__(
+            "; ".join(f"{key}: {message}" for key, message in self.errors.items())
+        )
+
+
+class NotConfigured(ConnectorError):
+    """The connector lacks a value the operation needs."""
+
+
+class EncryptionKeyError(ConnectorError):
+    """A stored value does not decrypt under any key in FIELD_ENCRYPTION_KEY."""
+
+
+class ProviderError(ConnectorError):
+    """The provider answered with an error or did not answer."""
+
+
+class ProviderUnavailable(ProviderError):
+    """Timeout, connection failure or 5xx: worth trying again later."""
+
+
+class RateLimited(ProviderUnavailable):
+    def __init__(self, message, retry_after=None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ProviderRejected(ProviderError):
+    """The provider refused the request (4xx other than rate limits)."""
+
+    def __init__(self, message, status=None, code=None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class Unauthorized(ProviderRejected):
+    """A token or the client credentials were not accepted."""
+
+
+class InvalidGrant(ProviderRejected):
+    """The code or refresh token is bad, used, expired or revoked."""

@@ -1,0 +1,113 @@
+from django.conf import settings
+from django.db import models
+
+from .fields import EncryptedTextField
+
+
+class ConnectorConfig(models.Model):
+    """The operator's configuration of one connector, one row per service id."""
+
+    service_id = models.CharField(max_length=100, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["service_id"]
+        verbose_name = "connector configuration"
+
+    def __str__(self):
+        return self.service_id
+
+
+class ConnectorValue(models.Model):
+    """One configuration value, encrypted whether secret or not.
+
+    A row per key lets the admin tell which keys are set without decrypting
+    anything.
+    """
+
+    config = models.ForeignKey(ConnectorConfig, on_delete=models.CASCADE, related_name="values")
+    key = models.CharField(max_length=64)
+    value = EncryptedTextField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+        constraints = [
+            models.UniqueConstraint(fields=["config", "key"], name="connector_value_unique_key"),
+        ]
+        verbose_name = "connector value"
+
+    def __str__(self):
+        return f"{self.config.service_id} {self.key}"
+
+
+class ConnectedAccount(models.Model):
+    """One end user's grant from one provider identity; tokens encrypted."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        NEEDS_RECONNECT = "needs_reconnect", "Needs reconnect"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="connected_accounts"
+    )
+    service_id = models.CharField(max_length=100)
+    uid = models.CharField("provider user id", max_length=64)
+    username = models.CharField(max_length=100, blank=True)
+    display_name = models.CharField(max_length=100, blank=True)
+    avatar_url = models.URLField(max_length=500, blank=True)
+    email = models.EmailField(blank=True)
+    access_token = EncryptedTextField()
+    refresh_token = EncryptedTextField(blank=True)
+    token_type = models.CharField(max_length=20, default="Bearer")
+    scopes = models.CharField(max_length=500, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.ACTIVE, db_index=True
+    )
+    status_reason = models.CharField(max_length=300, blank=True)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "service_id", "uid"], name="connected_account_unique_identity"
+            ),
+        ]
+        verbose_name = "connected account"
+
+    def __str__(self):
+        return f"{self.display_name or self.username or self.uid} ({self.service_id})"
+
+    @property
+    def scope_list(self):
+        return self.scopes.split()
+
+
+class AccountServer(models.Model):
+    """A server (Discord guild) the operator's bot was added to through an account."""
+
+    account = models.ForeignKey(ConnectedAccount, on_delete=models.CASCADE, related_name="servers")
+    server_id = models.CharField(max_length=64)
+    name = models.CharField(max_length=200, blank=True)
+    permissions = models.CharField(
+        max_length=32, blank=True, help_text="The permission bit set granted to the bot."
+    )
+    added_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-added_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "server_id"], name="account_server_unique"),
+        ]
+        verbose_name = "server"
+
+    def __str__(self):
+        return self.name or self.server_id

@@ -1,0 +1,57 @@
+"""The OAuth2 token calls, on requests-oauthlib, for any registered connector.
+
+The connector supplies its URLs, mounts its transport on the session and
+maps its error answers to typed errors; everything else is shared.
+"""
+
+from contextlib import contextmanager
+
+import requests
+from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error
+from requests_oauthlib import OAuth2Session
+
+from .exceptions import ProviderError, ProviderUnavailable
+
+
+def oauth_session(connector, *, client_id, client=None, **kwargs):
+    """An OAuth2Session whose token answers are checked before oauthlib reads them."""
+    session = OAuth2Session(client_id=client_id, client=client, **kwargs)
+    connector.mount(session)
+
+    def check(response):
+        if response.status_code >= 300:
+            connector.raise_for_response(response)
+        return response
+
+    session.register_compliance_hook("access_token_response", check)
+    session.register_compliance_hook("refresh_token_response", check)
+    return session
+
+
+@contextmanager
+def provider_call(connector):
+    """Transport and protocol failures become typed errors without their details."""
+    try:
+        yield
+    except requests.Timeout:
+        raise ProviderUnavailable(f"{connector.name} did not answer in time.") from None
+    except requests.ConnectionError:
+        raise ProviderUnavailable(f"{connector.name} could not be reached.") from None
+    except OAuth2Error as error:
+        raise ProviderError(
+            f"{connector.name} sent a token answer that could not be used ({error.error})."
+        ) from None
+
+
+def token_client_credentials(connector, *, client_id, client_secret, scope):
+    """A token for the application itself: proves the client id and secret."""
+    session = oauth_session(
+        connector, client_id=client_id, client=BackendApplicationClient(client_id=client_id)
+    )
+    with provider_call(connector):
+        return session.fetch_token(
+            connector.token_url,
+            client_secret=client_secret,
+            scope=scope,
+            timeout=connector.http_timeout,
+        )
