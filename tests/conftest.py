@@ -1,0 +1,45 @@
+import ipaddress
+import socket
+
+import pytest
+
+from connectors.config import config_update
+
+SERVICE_ID = "appmixer:discord"
+
+# Values shaped like the Developer Portal's; the tests look for them in every
+# page, log and column that must not hold them.
+CLIENT_ID = "123456789012345678"
+CLIENT_SECRET = "s3cr3t-Client-Secret-Value-0123456789AB"
+BOT_TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GbOtTk.bot-token-value-abcdefghijklmnopqrstuvwxyz"
+
+
+@pytest.fixture(autouse=True)
+def _no_internet(monkeypatch):
+    """Unit tests never reach the real Discord: only loopback connections are allowed."""
+    real_connect = socket.socket.connect
+
+    def connect(sock, address):
+        host = address[0] if isinstance(address, tuple) else None
+        if host is not None:
+            try:
+                loopback = ipaddress.ip_address(host).is_loopback
+            except ValueError:
+                loopback = host == "localhost"
+            if not loopback:
+                raise OSError(f"tests may not connect to {host}")
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+
+
+@pytest.fixture
+def discord_values():
+    return {"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET, "botToken": BOT_TOKEN}
+
+
+@pytest.fixture
+def configured(db, discord_values):
+    """The Discord connector with all three values stored."""
+    config_update(service_id=SERVICE_ID, values=discord_values)
+    return discord_values
