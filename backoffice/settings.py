@@ -5,6 +5,7 @@ The environment is read through ``environ.Env``; a ``.env`` file (written by
 to another path, or to an empty string to read none (the tests do).
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -64,16 +65,34 @@ DISCORD_AUTHORIZE_URL = env.str(
 # Seconds before an outbound request to Discord gives up.
 DISCORD_HTTP_TIMEOUT = env.float("DISCORD_HTTP_TIMEOUT", default=10.0)
 
+# The local Discord stand-in (discord_standin), for development only:
+# runserver starts it and points every Discord URL at it.
+DISCORD_EMULATOR = env.bool("DISCORD_EMULATOR", default=False)
+DISCORD_EMULATOR_PORT = env.int("DISCORD_EMULATOR_PORT", default=8001)
+if DISCORD_EMULATOR:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DISCORD_EMULATOR is on while DEBUG is off: the local Discord stand-in "
+            "is for development only. Turn DISCORD_EMULATOR off in production."
+        )
+    _standin = f"http://127.0.0.1:{DISCORD_EMULATOR_PORT}"
+    DISCORD_API_BASE_URL = f"{_standin}/api/v10"
+    DISCORD_AUTHORIZE_URL = f"{_standin}/oauth2/authorize"
+    # oauthlib refuses plain HTTP unless told; the stand-in is on loopback.
+    os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "django.contrib.staticfiles",
     "encrypted_model_fields",
     "connectors",
+    # Before staticfiles, so that its runserver (which can start the local
+    # Discord stand-in) takes precedence.
     "connectors.discord",
+    "django.contrib.staticfiles",
 ]
 
 MIDDLEWARE = [
@@ -98,6 +117,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "connectors.context_processors.discord_standin",
             ],
         },
     },

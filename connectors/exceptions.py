@@ -63,3 +63,19 @@ class Unauthorized(ProviderRejected):
 
 class InvalidGrant(ProviderRejected):
     """The code or refresh token is bad, used, expired or revoked."""
+
+
+class FlowError(ConnectorError):
+    """The browser came back from the provider with something we cannot use."""
+
+
+class StateMismatch(FlowError):
+    """The state is missing, unknown, used, expired or from another session."""
+
+
+class AccessDenied(FlowError):
+    """The person pressed Cancel at the provider."""
+
+
+class AuthorizationFailed(FlowError):
+    """The provider sent an error other than a refusal, or no code."""

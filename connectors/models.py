@@ -2,6 +2,7 @@ from django.conf import settings
 from django.db import models
 
 from .fields import EncryptedTextField
+from .registry import registry
 
 
 class ConnectorConfig(models.Model):
@@ -89,6 +90,10 @@ class ConnectedAccount(models.Model):
     @property
     def scope_list(self):
         return self.scopes.split()
+
+    @property
+    def connector(self):
+        return registry.get(self.service_id)
 
 
 class AccountServer(models.Model):

@@ -43,3 +43,32 @@ def configured(db, discord_values):
     """The Discord connector with all three values stored."""
     config_update(service_id=SERVICE_ID, values=discord_values)
     return discord_values
+
+
+@pytest.fixture(scope="session")
+def _standin_server():
+    from discord_standin import StandIn
+
+    with StandIn() as server:
+        yield server
+
+
+@pytest.fixture
+def standin(_standin_server, settings, db):
+    """The local Discord stand-in, fresh for each test, with its credentials stored."""
+    server = _standin_server
+    server.reset()
+    server.rate_limit(None)
+    server.app.redirect_uris = []
+    settings.DISCORD_API_BASE_URL = server.api_base_url
+    settings.DISCORD_AUTHORIZE_URL = server.authorize_url
+    settings.DISCORD_HTTP_TIMEOUT = 2.0
+    config_update(
+        service_id=SERVICE_ID,
+        values={
+            "clientId": server.app.client_id,
+            "clientSecret": server.app.client_secret,
+            "botToken": server.app.bot_token,
+        },
+    )
+    return server

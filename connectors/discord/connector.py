@@ -5,7 +5,19 @@ from django.conf import settings
 from connectors.registry import ConfigField, Connector
 
 from . import client, credentials
+from .permissions import DEFAULT_PERMISSIONS, DEFAULT_SCOPES
 from .validators import clean_bot_token, clean_secret, clean_snowflake
+
+
+CDN = "https://cdn.discordapp.com"
+
+
+def avatar_url(user):
+    """The user's avatar, or the default one Discord shows when there is none."""
+    uid, avatar = user["id"], user.get("avatar")
+    if avatar:
+        return f"{CDN}/avatars/{uid}/{avatar}.png?size=128"
+    return f"{CDN}/embed/avatars/{(int(uid) >> 22) % 6}.png"
 
 
 class DiscordConnector(Connector):
@@ -63,3 +75,54 @@ class DiscordConnector(Connector):
 
     def check_credentials(self, values):
         return credentials.credentials_check(connector=self, values=values)
+
+    # The values without which no flow can start.
+    flow_keys = ("clientId", "clientSecret")
+
+    def scopes(self, values):
+        return (values.get("scopes") or DEFAULT_SCOPES).split()
+
+    def authorize_params(self, values):
+        """Bot install extras: only meaningful, and only sent, with the bot scope."""
+        if "bot" not in self.scopes(values):
+            return {}
+        return {
+            "permissions": values.get("permissions") or str(DEFAULT_PERMISSIONS),
+            "integration_type": "0",
+        }
+
+    def fetch_profile(self, access_token):
+        user = client.current_user(client.bearer(access_token))
+        return {
+            "uid": user["id"],
+            "username": user.get("username") or "",
+            "display_name": user.get("global_name") or user.get("username") or "",
+            "avatar_url": avatar_url(user),
+            "email": user.get("email") or "",
+        }
+
+    def server_from_token(self, token, *, params, values):
+        """The token answer's guild is where the bot now is; the redirect only hints.
+
+        The permissions the person left ticked come back on the redirect, for
+        the guild it names; otherwise the operator's request is what was granted.
+        """
+        guild = token.get("guild")
+        if not guild or not guild.get("id"):
+            return None
+        permissions = values.get("permissions") or str(DEFAULT_PERMISSIONS)
+        if params.get("guild_id") == guild["id"] and params.get("permissions", "").isdigit():
+            permissions = params["permissions"]
+        return {"id": guild["id"], "name": guild.get("name") or "", "permissions": permissions}
+
+    def revoke(self, account, values):
+        """Revoking the refresh token ends the whole grant at Discord."""
+        token, hint = account.refresh_token, "refresh_token"
+        if not token:
+            token, hint = account.access_token, "access_token"
+        client.revoke(
+            token,
+            client_id=values["clientId"],
+            client_secret=values["clientSecret"],
+            token_type_hint=hint,
+        )

@@ -1,0 +1,122 @@
+"""The authorization-code flow: start it, finish it, for any connector.
+
+``state`` lives in the Django session (stored in the database, so any
+process or host may finish a flow another started): it is random, single
+use, bound to that session, and expires after ``STATE_TTL`` seconds.
+"""
+
+import logging
+import secrets
+import time
+
+from oauthlib.oauth2 import WebApplicationClient
+
+from .accounts import account_connect
+from .config import config_values
+from .exceptions import AccessDenied, AuthorizationFailed, NotConfigured, StateMismatch
+from .oauth import oauth_session, provider_call
+
+logger = logging.getLogger("connectors.flow")
+
+SESSION_KEY = "connectors:oauth-states"
+STATE_TTL = 600
+# A session keeps this many flows open at once; starting another drops the
+# oldest, so no visitor can make a session grow without bound.
+MAX_PENDING = 5
+# Longer callback parameters are refused before they are used.
+MAX_PARAM_LENGTH = 2048
+
+
+def _client_values(connector):
+    values = config_values(connector.service_id)
+    missing = [key for key in connector.flow_keys if not values.get(key)]
+    if missing:
+        raise NotConfigured(
+            f"The {connector.name} connector is not configured yet (missing {', '.join(missing)})."
+        )
+    return values
+
+
+def flow_start(session, *, connector, next_url=None):
+    """Remember a new state in ``session`` and return the provider's authorize URL."""
+    values = _client_values(connector)
+    now = time.time()
+    pending = {
+        state: entry
+        for state, entry in session.get(SESSION_KEY, {}).items()
+        if now - entry["created"] < STATE_TTL
+    }
+    while len(pending) >= MAX_PENDING:
+        pending.pop(min(pending, key=lambda state: pending[state]["created"]))
+    state = secrets.token_urlsafe(32)
+    pending[state] = {"provider": connector.provider, "created": now, "next": next_url}
+    session[SESSION_KEY] = pending
+    oauth = oauth_session(
+        connector,
+        client_id=values["clientId"],
+        redirect_uri=connector.redirect_url(),
+        scope=connector.scopes(values),
+    )
+    url, _ = oauth.authorization_url(
+        connector.authorize_url, state=state, **connector.authorize_params(values)
+    )
+    return url
+
+
+def _take_state(session, *, connector, state):
+    """Pop the state whatever happens next, so that it can never be used twice."""
+    pending = session.get(SESSION_KEY, {})
+    entry = pending.pop(state, None) if state else None
+    session[SESSION_KEY] = pending
+    if entry is None or entry["provider"] != connector.provider:
+        raise StateMismatch(
+            "This sign-in link is not valid for your session: it was already used, "
+            "or it was started in another browser or session."
+        )
+    if time.time() - entry["created"] >= STATE_TTL:
+        raise StateMismatch("This sign-in link has expired (after 10 minutes).")
+    return entry
+
+
+def flow_finish(session, *, user, connector, params):
+    """Check the callback, exchange the code, store the account.
+
+    Returns ``(result, next_url)``. Raises a FlowError for a bad callback and a
+    ProviderError when the provider fails; nothing is stored in either case.
+    """
+    params = {key: value for key, value in params.items() if len(value) <= MAX_PARAM_LENGTH}
+    entry = _take_state(session, connector=connector, state=params.get("state"))
+    error = params.get("error")
+    if error == "access_denied":
+        raise AccessDenied("You cancelled at Discord; nothing was connected.")
+    if error or not params.get("code"):
+        raise AuthorizationFailed(
+            f"{connector.name} did not authorize the connection ({error or 'no code was sent'})."
+        )
+    values = _client_values(connector)
+    oauth = oauth_session(
+        connector,
+        client_id=values["clientId"],
+        redirect_uri=connector.redirect_url(),
+        client=WebApplicationClient(values["clientId"]),
+    )
+    with provider_call(connector):
+        token = oauth.fetch_token(
+            connector.token_url,
+            code=params["code"],
+            client_secret=values["clientSecret"],
+            timeout=connector.http_timeout,
+        )
+    profile = connector.fetch_profile(token["access_token"])
+    server = connector.server_from_token(token, params=params, values=values)
+    result = account_connect(
+        user=user, connector=connector, token=token, profile=profile, server=server
+    )
+    logger.info(
+        "connected %s account %s for user %s%s",
+        connector.name,
+        result.account.uid,
+        user.pk,
+        f" (bot added to server {server['id']})" if server else "",
+    )
+    return result, entry["next"]

@@ -1,0 +1,47 @@
+"""Run the stand-in as its own process, for the dev server and for benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+
+from discord_standin.server import StandIn
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m discord_standin", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--rate-limit", type=float, default=None, metavar="PER_SECOND",
+                        help="global requests per second over /api/v10 (default: unlimited)")
+    parser.add_argument("--redirect-uri", action="append", default=None, metavar="URL",
+                        help="registered redirect; repeat for more (default: accept any)")
+    return parser.parse_args(argv)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """A benchmark harness stops us with SIGTERM; treat it like Ctrl-C so the port is released cleanly."""
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    standin = StandIn(host=args.host, port=args.port, redirect_uris=args.redirect_uri, rate_limit=args.rate_limit)
+    standin.start()
+    print(f"Discord stand-in (not Discord) on {standin.base_url}")
+    print(f"  DISCORD_AUTHORIZE_URL={standin.authorize_url}")
+    print(f"  DISCORD_API_BASE_URL={standin.api_base_url}")
+    print(f"  client id: {standin.app.client_id}  (secret and bot token: discord_standin.DEFAULT_APP)")
+    print(f"  control API: {standin.base_url}/_standin/...   Ctrl-C to stop", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        standin.stop()
+
+
+if __name__ == "__main__":
+    main()
