@@ -16,6 +16,10 @@ DEBUG=true
 SECRET_KEY={secret_key}
 FIELD_ENCRYPTION_KEY={encryption_key}
 PUBLIC_BASE_URL=http://127.0.0.1:8000
+# The local Discord stand-in: Connect account works with no Discord
+# application. Set to false (and enter real credentials in the admin) to
+# talk to Discord.
+DISCORD_EMULATOR=true
 """
 
 
