@@ -65,6 +65,9 @@ DISCORD_AUTHORIZE_URL = env.str(
 # Seconds before an outbound request to Discord gives up.
 DISCORD_HTTP_TIMEOUT = env.float("DISCORD_HTTP_TIMEOUT", default=10.0)
 
+# Seconds before expiry at which fresh_access_token refreshes a token.
+TOKEN_REFRESH_MARGIN = env.int("TOKEN_REFRESH_MARGIN", default=300)
+
 # The local Discord stand-in (discord_standin), for development only:
 # runserver starts it and points every Discord URL at it.
 DISCORD_EMULATOR = env.bool("DISCORD_EMULATOR", default=False)
@@ -128,6 +131,12 @@ WSGI_APPLICATION = "backoffice.wsgi.application"
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # SQLite has no row locks: IMMEDIATE makes every transaction take the
+    # write lock when it starts, so token refreshes still run one at a time.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        transaction_mode="IMMEDIATE", timeout=30
+    )
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

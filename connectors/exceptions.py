@@ -79,3 +79,11 @@ class AccessDenied(FlowError):
 
 class AuthorizationFailed(FlowError):
     """The provider sent an error other than a refusal, or no code."""
+
+
+class NeedsReconnect(ConnectorError):
+    """The account's grant is gone at the provider; only the user can renew it."""
+
+    def __init__(self, message, account_id=None):
+        super().__init__(message)
+        self.account_id = account_id

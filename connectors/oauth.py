@@ -55,3 +55,15 @@ def token_client_credentials(connector, *, client_id, client_secret, scope):
             scope=scope,
             timeout=connector.http_timeout,
         )
+
+
+def token_refresh(connector, *, client_id, client_secret, refresh_token):
+    """Trade a refresh token for a new pair; the old refresh token dies with it."""
+    session = oauth_session(connector, client_id=client_id)
+    with provider_call(connector):
+        return session.refresh_token(
+            connector.token_url,
+            refresh_token=refresh_token,
+            auth=requests.auth.HTTPBasicAuth(client_id, client_secret),
+            timeout=connector.http_timeout,
+        )

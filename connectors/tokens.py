@@ -1,0 +1,150 @@
+"""Fresh access tokens for the code that acts for a user.
+
+Discord rotates refresh tokens: once a refresh succeeds, the old refresh
+token is dead. Two refreshes of one grant racing each other leave one side
+holding a dead token, and if that side's answer is the one stored the
+account is lost. So a refresh happens only under the account's row lock, and
+whoever takes the lock first re-reads the row: if another caller refreshed
+meanwhile, the new token is simply used.
+"""
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from .accounts import token_fields
+from .config import config_values
+from .exceptions import ConnectorError, InvalidGrant, NeedsReconnect, NotConfigured
+from .models import ConnectedAccount
+from .oauth import token_refresh
+
+logger = logging.getLogger("connectors.tokens")
+
+RECONNECT_REASON = (
+    "Discord no longer accepts this account's grant (the app was removed or the "
+    "access revoked). Reconnect it to use it again."
+)
+
+
+def _margin(margin):
+    return timedelta(seconds=settings.TOKEN_REFRESH_MARGIN if margin is None else margin)
+
+
+def _usable(expires_at, status, *, margin, now=None):
+    if status != ConnectedAccount.Status.ACTIVE:
+        return False
+    return expires_at is None or expires_at > (now or timezone.now()) + margin
+
+
+def fresh_access_token(account, *, margin=None):
+    """A valid access token for ``account``, refreshed first if it expires within ``margin``.
+
+    A valid stored token costs one query (the row is re-read, since another
+    process may have rotated the token the caller's object still holds) and
+    no HTTP request. Raises NeedsReconnect when only the user can renew the
+    grant, and ProviderUnavailable (or another ProviderError) when the
+    provider failed; the stored tokens are unchanged then.
+    """
+    margin = _margin(margin)
+    row = (
+        ConnectedAccount.objects.filter(pk=account.pk)
+        .values("access_token", "expires_at", "status")
+        .first()
+    )
+    if row is None:
+        raise ConnectedAccount.DoesNotExist(f"Connected account {account.pk} no longer exists.")
+    if _usable(row["expires_at"], row["status"], margin=margin):
+        account.access_token, account.expires_at = row["access_token"], row["expires_at"]
+        return row["access_token"]
+    return account_refresh(account, margin=margin).access_token
+
+
+def account_refresh(account, *, margin=None, force=False, skip_locked=False):
+    """Refresh under the row lock; return the stored account (refreshed or not).
+
+    With ``force`` a still-valid token is refreshed too (the admin's "refresh
+    now"). With ``skip_locked`` an account locked by someone else is left
+    alone and None is returned (for sweeps that run on several hosts).
+    """
+    margin = _margin(margin)
+    failure = None
+    with transaction.atomic():
+        locked = (
+            ConnectedAccount.objects.select_for_update(skip_locked=skip_locked)
+            .filter(pk=account.pk)
+            .first()
+        )
+        if locked is None:
+            if skip_locked:
+                return None
+            raise ConnectedAccount.DoesNotExist(f"Connected account {account.pk} no longer exists.")
+        if locked.status == ConnectedAccount.Status.NEEDS_RECONNECT:
+            raise NeedsReconnect(locked.status_reason or RECONNECT_REASON, account_id=locked.pk)
+        if not force and _usable(locked.expires_at, locked.status, margin=margin):
+            _copy_tokens(locked, account)
+            return locked
+        try:
+            _refresh_locked(locked)
+        except ConnectorError as error:
+            failure = _record_failure(locked, error)
+    if failure is not None:
+        raise failure
+    _copy_tokens(locked, account)
+    return locked
+
+
+def _refresh_locked(locked):
+    connector = locked.connector
+    values = config_values(connector.service_id)
+    if not values.get("clientId") or not values.get("clientSecret"):
+        raise NotConfigured(f"The {connector.name} connector has no client ID and secret.")
+    if not locked.refresh_token:
+        raise InvalidGrant("The account has no refresh token.")
+    token = token_refresh(
+        connector,
+        client_id=values["clientId"],
+        client_secret=values["clientSecret"],
+        refresh_token=locked.refresh_token,
+    )
+    now = timezone.now()
+    for name, value in token_fields(token, now=now).items():
+        setattr(locked, name, value)
+    locked.refreshed_at = now
+    locked.last_error, locked.last_error_at = "", None
+    locked.save()
+    logger.info("refreshed %s account %s of user %s", connector.name, locked.uid, locked.user_id)
+
+
+def _record_failure(locked, error):
+    """Keep the tokens; note what happened; return the error the caller gets."""
+    now = timezone.now()
+    locked.last_error, locked.last_error_at = str(error)[:300], now
+    if isinstance(error, InvalidGrant):
+        locked.status = ConnectedAccount.Status.NEEDS_RECONNECT
+        locked.status_reason = RECONNECT_REASON
+        locked.status_changed_at = now
+        locked.save(
+            update_fields=["last_error", "last_error_at", "status", "status_reason", "status_changed_at", "updated_at"]
+        )
+        logger.warning(
+            "marked %s account %s of user %s needs reconnect: %s",
+            locked.connector.name, locked.uid, locked.user_id, error,
+        )
+        reconnect = NeedsReconnect(RECONNECT_REASON, account_id=locked.pk)
+        reconnect.__cause__ = error
+        return reconnect
+    locked.save(update_fields=["last_error", "last_error_at", "updated_at"])
+    logger.warning(
+        "could not refresh %s account %s of user %s: %s",
+        locked.connector.name, locked.uid, locked.user_id, error,
+    )
+    return error
+
+
+def _copy_tokens(source, target):
+    if source is not target:
+        for name in ("access_token", "refresh_token", "expires_at", "status", "refreshed_at", "scopes"):
+            setattr(target, name, getattr(source, name))
