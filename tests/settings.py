@@ -11,6 +11,10 @@ os.environ.setdefault("SECRET_KEY", "tests-only-secret-key")
 os.environ.setdefault("FIELD_ENCRYPTION_KEY", "u0w1mPrwPqFsoWcqZ3TL5Lr2b7MmFVpVb4C6jkd5DDg=")
 os.environ.setdefault("PUBLIC_BASE_URL", "https://backoffice.example.com")
 os.environ.setdefault("DATABASE_URL", "sqlite:///:memory:")
+# The test client and the live server speak plain HTTP.
+os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
+os.environ.setdefault("SESSION_COOKIE_SECURE", "false")
+os.environ.setdefault("CSRF_COOKIE_SECURE", "false")
 # The Discord stand-in speaks plain HTTP on loopback.
 os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")
 
