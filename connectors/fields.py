@@ -24,7 +24,7 @@ class EncryptedTextField(upstream.EncryptedTextField):
             return upstream.decrypt_str(value)
         except InvalidToken:
             raise EncryptionKeyError(
-                f"A stored {self.model._meta.verbose_name} value ({self.name}) does "
+                f"A stored {self.model._meta.verbose_name} ({self.name}) does "
                 "not decrypt under any key in FIELD_ENCRYPTION_KEY. Put the key "
                 "it was written with back into FIELD_ENCRYPTION_KEY (a "
                 "comma-separated list: the first key encrypts, all decrypt)."

@@ -32,6 +32,6 @@ def clean_bot_token(value):
     """A token copied from a header example keeps its ``Bot `` prefix; drop it."""
     if value[:4].lower() == "bot ":
         value = value[4:].strip()
-    if not value:
-        raise ValidationError("This value is empty.")
+    if not value or value.lower() == "bot":
+        raise ValidationError("holds no token, only the 'Bot' prefix; paste the token itself.")
     return clean_secret(value)

@@ -1,0 +1,33 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from connectors.config import config_values
+from connectors.exceptions import ConnectorError
+from connectors.registry import registry
+
+
+class Command(BaseCommand):
+    help = (
+        "Check a connector's stored credentials against the provider, the same checks "
+        "as the admin's Test credentials button; exits non-zero when any fails."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("service_id", help="The connector's service id, e.g. appmixer:discord.")
+
+    def handle(self, *args, service_id, **options):
+        try:
+            connector = registry.get(service_id)
+            results = connector.check_credentials(config_values(service_id))
+        except ConnectorError as error:
+            raise CommandError(str(error)) from error
+        for result in results:
+            self.stdout.write(self.line(result))
+        failed = sum(not result.ok for result in results)
+        if failed:
+            raise CommandError(f"{failed} of {len(results)} checks failed.")
+
+    def line(self, result):
+        if result.ok:
+            return self.style.SUCCESS(f"✓ {result.name}: {result.detail}")
+        hint = f" — {result.hint}" if result.hint else ""
+        return self.style.ERROR(f"✗ {result.name}: {result.detail}{hint}")
