@@ -7,6 +7,7 @@ to another path, or to an empty string to read none (the tests do).
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from cryptography.fernet import Fernet
@@ -54,8 +55,16 @@ for _position, _key in enumerate(FIELD_ENCRYPTION_KEY, start=1):
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 
-PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
-CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[PUBLIC_BASE_URL])
+# Where the site is reached from outside; `manage.py check` insists on https
+# with DEBUG off.
+PUBLIC_BASE_URL = env.str(
+    "PUBLIC_BASE_URL", default="http://127.0.0.1:8000" if DEBUG else ""
+).rstrip("/")
+_public = urlsplit(PUBLIC_BASE_URL)
+CSRF_TRUSTED_ORIGINS = env.list(
+    "CSRF_TRUSTED_ORIGINS",
+    default=[f"{_public.scheme}://{_public.netloc}"] if _public.netloc else [],
+)
 
 # Secure by default outside development; each can be turned off on its own
 # (e.g. SECURE_SSL_REDIRECT=false behind a proxy that already redirects).
