@@ -5,8 +5,14 @@ from django.conf import settings
 from connectors.registry import ConfigField, Connector
 
 from . import client, credentials
-from .permissions import DEFAULT_PERMISSIONS, DEFAULT_SCOPES
-from .validators import clean_bot_token, clean_secret, clean_snowflake
+from .permissions import DEFAULT_PERMISSIONS, DEFAULT_SCOPES, PERMISSIONS
+from .validators import (
+    clean_bot_token,
+    clean_permissions,
+    clean_scopes,
+    clean_secret,
+    clean_snowflake,
+)
 
 
 CDN = "https://cdn.discordapp.com"
@@ -45,6 +51,24 @@ class DiscordConnector(Connector):
             secret=True,
             clean=clean_bot_token,
         ),
+        ConfigField(
+            key="scopes",
+            label="Scopes",
+            help_text=(
+                "Space separated. Keep bot to add the bot to a server; drop it for "
+                "identity-only connections; add email or guilds if you need them."
+            ),
+            clean=clean_scopes,
+            default=DEFAULT_SCOPES,
+        ),
+        ConfigField(
+            key="permissions",
+            label="Bot permissions",
+            help_text="What the bot may do in the server the user picks.",
+            clean=clean_permissions,
+            default=str(DEFAULT_PERMISSIONS),
+            flags=PERMISSIONS,
+        ),
     )
     setup_checklist = (
         "OAuth2 → Redirects: add the redirect URL above, exactly as shown.",
@@ -80,16 +104,13 @@ class DiscordConnector(Connector):
     flow_keys = ("clientId", "clientSecret")
 
     def scopes(self, values):
-        return (values.get("scopes") or DEFAULT_SCOPES).split()
+        return values["scopes"].split()
 
     def authorize_params(self, values):
         """Bot install extras: only meaningful, and only sent, with the bot scope."""
         if "bot" not in self.scopes(values):
             return {}
-        return {
-            "permissions": values.get("permissions") or str(DEFAULT_PERMISSIONS),
-            "integration_type": "0",
-        }
+        return {"permissions": values["permissions"], "integration_type": "0"}
 
     def fetch_profile(self, access_token):
         user = client.current_user(client.bearer(access_token))
@@ -110,7 +131,7 @@ class DiscordConnector(Connector):
         guild = token.get("guild")
         if not guild or not guild.get("id"):
             return None
-        permissions = values.get("permissions") or str(DEFAULT_PERMISSIONS)
+        permissions = values["permissions"]
         if params.get("guild_id") == guild["id"] and params.get("permissions", "").isdigit():
             permissions = params["permissions"]
         return {"id": guild["id"], "name": guild.get("name") or "", "permissions": permissions}

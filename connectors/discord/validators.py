@@ -9,6 +9,8 @@ import re
 
 from django.core.exceptions import ValidationError
 
+from .permissions import SCOPES
+
 SNOWFLAKE = re.compile(r"\d{17,20}")
 WHITESPACE = re.compile(r"\s")
 
@@ -35,3 +37,21 @@ def clean_bot_token(value):
     if not value or value.lower() == "bot":
         raise ValidationError("holds no token, only the 'Bot' prefix; paste the token itself.")
     return clean_secret(value)
+
+
+def clean_scopes(value):
+    scopes = value.split()
+    unknown = [scope for scope in scopes if scope not in SCOPES]
+    if unknown:
+        raise ValidationError(
+            f"unknown scope {', '.join(unknown)}; Discord's are {', '.join(sorted(SCOPES))}."
+        )
+    if "identify" not in scopes:
+        raise ValidationError("must include identify: the account is stored under the Discord user it names.")
+    return " ".join(dict.fromkeys(scopes))
+
+
+def clean_permissions(value):
+    if not value.isdigit():
+        raise ValidationError("must be Discord's permission bit set: a whole number.")
+    return str(int(value))

@@ -282,3 +282,32 @@ def test_connect_needs_a_logged_in_user(client, standin):
 
 def test_unknown_provider_is_404(client_alice, standin):
     assert client_alice.get("/auth/nosuch/connect").status_code == 404
+
+
+def test_without_the_bot_scope_the_account_is_stored_and_the_page_says_the_bot_was_not_added(
+    client_alice, standin
+):
+    from connectors.config import config_update
+
+    config_update(service_id="appmixer:discord", values={"scopes": "identify email"})
+    url = start(client_alice)
+    query = parse_qs(urlsplit(url).query)
+    assert query["scope"] == ["identify email"]
+    assert "permissions" not in query and "integration_type" not in query
+    response = finish(client_alice, decide(standin, url))
+    assert response.status_code == 302
+    account = ConnectedAccount.objects.get()
+    assert account.email == standin.logged_in.email
+    assert not account.servers.exists()
+    page = client_alice.get("/accounts/").content.decode()
+    assert "the bot was not added to a server" in page
+
+
+def test_the_permissions_left_ticked_at_discord_are_recorded(client_alice, standin):
+    from connectors.config import config_update
+
+    config_update(service_id="appmixer:discord", values={"permissions": str(1 << 11 | 1 << 10)})
+    url = start(client_alice)
+    assert parse_qs(urlsplit(url).query)["permissions"] == [str(1 << 11 | 1 << 10)]
+    finish(client_alice, decide(standin, url, permissions=str(1 << 11)))
+    assert ConnectedAccount.objects.get().servers.get().permissions == str(1 << 11)
