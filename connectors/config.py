@@ -7,6 +7,7 @@ save are the same everywhere.
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.views.decorators.debug import sensitive_variables
 
 from .exceptions import InvalidConfiguration
 from .models import ConnectorConfig, ConnectorValue
@@ -24,6 +25,7 @@ def mask(value):
     return MASK + value[-4:]
 
 
+@sensitive_variables()
 def config_normalise(*, service_id, values):
     """Clean every value; raise InvalidConfiguration naming each bad key."""
     connector = registry.get(service_id)
@@ -45,6 +47,7 @@ def config_normalise(*, service_id, values):
 
 
 @transaction.atomic
+@sensitive_variables()
 def config_update(*, service_id, values=None, clear=()):
     """Set ``values`` and remove the keys in ``clear``; return the keys changed.
 

@@ -1,0 +1,298 @@
+import logging
+
+from django.contrib import admin
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import Prefetch
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.decorators import method_decorator
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_POST
+
+from .config import config_keys_set, config_summary, config_update, config_values
+from .exceptions import EncryptionKeyError, UnknownConnector
+from .forms import clear_name, connector_config_form, service_choices
+from .models import ConnectorConfig, ConnectorValue
+from .registry import registry
+
+logger = logging.getLogger(__name__)
+
+TEMPLATES = "admin/connectors/connectorconfig/"
+
+
+@admin.register(ConnectorConfig)
+class ConnectorConfigAdmin(admin.ModelAdmin):
+    """Edit a connector's values through ``config_update``; never show a secret.
+
+    The form is built per connector from the registry. Saving hands the
+    form's changes to ``config_update``, the same function the commands use;
+    the model's own ``save()`` is never called from here.
+    """
+
+    list_display = ("service_id", "connector_name", "keys_set", "last_changed")
+    list_display_links = ("service_id",)
+    # No search: the values are encrypted, and a search on them would have to
+    # decrypt every row and compare secrets with what was typed.
+    search_fields = ()
+
+    # The list
+
+    def get_queryset(self, request):
+        """Only the keys of the values: the list tells what is set without decrypting."""
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related(
+                Prefetch("values", queryset=ConnectorValue.objects.only("key", "config"))
+            )
+        )
+
+    @admin.display(description="Connector")
+    def connector_name(self, obj):
+        try:
+            return registry.get(obj.service_id).name
+        except UnknownConnector:
+            return "Not registered"
+
+    @admin.display(description="Keys set")
+    def keys_set(self, obj):
+        stored = {value.key for value in obj.values.all()}
+        try:
+            fields = registry.get(obj.service_id).fields
+            defaults = {field.key for field in fields if field.default}
+            keys = [field.key for field in fields]
+        except UnknownConnector:
+            defaults, keys = set(), sorted(stored)
+
+        def state(key):
+            if key in stored:
+                return "set", "✓", key, ""
+            if key in defaults:
+                return "not set: the default applies", "✗", key, " (default)"
+            return "not set", "✗", key, ""
+
+        return format_html_join(
+            "\u2003", '<span title="{}">{} {}{}</span>', (state(key) for key in keys)
+        )
+
+    @admin.display(description="Last changed", ordering="updated_at")
+    def last_changed(self, obj):
+        return obj.updated_at
+
+    # The add and change pages
+
+    def has_add_permission(self, request):
+        """One configuration per connector: nothing to add once all are configured."""
+        return super().has_add_permission(request) and bool(self._add_choices())
+
+    def _add_choices(self):
+        return service_choices(set(ConnectorConfig.objects.values_list("service_id", flat=True)))
+
+    def _connector(self, request, obj):
+        """The saved connector on change; on add, the one picked (or the first free)."""
+        if obj is not None:
+            return registry.get(obj.service_id)
+        free = [service_id for service_id, _ in self._add_choices()]
+        wanted = request.POST.get("service_id") or request.GET.get("service_id")
+        if wanted in free:
+            return registry.get(wanted)
+        if free:
+            return registry.get(free[0])
+        raise PermissionDenied
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("service_id", "last_changed") if obj is not None else ()
+
+    def get_fieldsets(self, request, obj=None):
+        connector = self._connector(request, obj)
+        first = ["service_id", "last_changed"] if obj is not None else ["service_id"]
+        if obj is not None and not self.has_change_permission(request, obj):
+            return [(None, {"fields": first})]
+        stored = config_keys_set(obj.service_id) if obj is not None else set()
+        rows = [
+            (field.key, clear_name(field.key)) if field.secret and field.key in stored else field.key
+            for field in connector.fields
+        ]
+        description = (
+            f"The values of your {connector.name} application. Secrets are stored "
+            "encrypted and never shown again, only their last 4 characters: leave a "
+            "secret empty to keep the stored one. Every value is checked before "
+            "anything is saved."
+        )
+        return [(None, {"fields": first}), ("Credentials", {"fields": rows, "description": description})]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        """A form for this connector's keys; on change it reads (decrypts) the stored values."""
+        connector = self._connector(request, obj)
+        if obj is None:
+            form = connector_config_form(connector, service_choices=self._add_choices())
+        else:
+            form = connector_config_form(connector, stored=config_values(obj.service_id))
+        return super().get_form(request, obj, change=change, form=form, **kwargs)
+
+    @method_decorator(sensitive_post_parameters())
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        """Show an explanation instead of a form when the stored values cannot be read.
+
+        A form built on values that did not decrypt could save ciphertext or
+        blanks over the operator's secrets; the error page has no form at all.
+        The error leaves the admin's transaction, so nothing is written.
+        """
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except (EncryptionKeyError, UnknownConnector) as error:
+            return self._unusable_response(request, object_id, error)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        """Django lists what a delete removes by loading every value, which decrypts it."""
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except EncryptionKeyError as error:
+            return self._unusable_response(request, object_id, error)
+
+    def changelist_view(self, request, extra_context=None):
+        """The list reads no value, but the "delete selected" action lists them first."""
+        try:
+            return super().changelist_view(request, extra_context)
+        except EncryptionKeyError as error:
+            return self._unusable_response(request, None, error)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        connector = context["adminform"].form.connector
+        can_change = obj is None or self.has_change_permission(request, obj)
+        context.update(
+            {
+                "connector": connector,
+                "redirect_url": connector.redirect_url(),
+                # A second configuration of the same connector cannot exist.
+                "show_save_and_add_another": False,
+                "summary": None if can_change else config_summary(obj.service_id),
+                "test_credentials_url": (
+                    reverse(self._url_name("test_credentials"), args=[obj.pk])
+                    if obj is not None and can_change
+                    else None
+                ),
+            }
+        )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    # Saving and history
+
+    def save_model(self, request, obj, form, change):
+        """Write through ``config_update``, inside the transaction the admin opened."""
+        form.changed_keys = config_update(service_id=obj.service_id, **form.config_changes)
+        obj.pk = ConnectorConfig.objects.get(service_id=obj.service_id).pk
+        obj.refresh_from_db()
+
+    def save_related(self, request, form, formsets, change):
+        """Nothing related to save: ``save_model`` wrote every value."""
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        """Name the keys ``config_update`` changed, never their values.
+
+        Django's own message lists the form fields that differ from their
+        initial value, which says a secret changed whenever one was typed,
+        even when it was the same value.
+        """
+        message = [{"added": {}}] if add else []
+        changed = getattr(form, "changed_keys", [])
+        if changed:
+            message.append({"changed": {"fields": changed}})
+        return message
+
+    # Test credentials
+
+    def _url_name(self, view):
+        return f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_{view}"
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path(
+                "<path:object_id>/test-credentials/",
+                self.admin_site.admin_view(self.test_credentials_view),
+                name="%s_%s_test_credentials" % info,
+            ),
+            *super().get_urls(),
+        ]
+
+    @method_decorator(require_POST)
+    def test_credentials_view(self, request, object_id):
+        """Ask the provider about the saved values; one result per check."""
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_change_permission(request, obj):
+            raise PermissionDenied
+        try:
+            connector = registry.get(obj.service_id)
+            values = config_values(obj.service_id)
+        except (EncryptionKeyError, UnknownConnector) as error:
+            return self._unusable_response(request, object_id, error)
+        results = connector.check_credentials(values)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": obj,
+            "connector": connector,
+            "results": results,
+            "failed": sum(not result.ok for result in results),
+            "title": "Test credentials",
+            "subtitle": str(obj),
+            "change_url": reverse(self._url_name("change"), args=[obj.pk]),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, TEMPLATES + "test_credentials.html", context)
+
+    # Errors
+
+    def _unusable_response(self, request, object_id, error):
+        """Explain, without any form, why this configuration cannot be shown.
+
+        409: the request is fine, what is stored conflicts with the running
+        settings (a key missing from FIELD_ENCRYPTION_KEY, or a connector no
+        longer installed). The page names the setting, never a value.
+        """
+        obj = self.get_object(request, unquote(object_id)) if object_id else None
+        service_id = obj.service_id if obj is not None else ""
+        if isinstance(error, EncryptionKeyError):
+            logger.error(
+                "Connector configuration %s is unreadable: %s", service_id or "(selection)", error
+            )
+            context = {
+                "title": "Stored values cannot be read",
+                "problem": format_html(
+                    "The stored values{} do not decrypt under any key in "
+                    "<code>FIELD_ENCRYPTION_KEY</code>.",
+                    format_html(" of <strong>{}</strong>", service_id) if service_id else "",
+                ),
+                "hint": mark_safe(
+                    "Put the key they were written with back into "
+                    "<code>FIELD_ENCRYPTION_KEY</code> (a comma-separated list: the first "
+                    "key encrypts, all of them decrypt) and restart the application. To "
+                    "retire the old key afterwards, run <code>manage.py "
+                    "rotate_encryption_key</code> and only then remove it. "
+                    "<code>manage.py check</code> lists every table affected."
+                ),
+            }
+        else:
+            context = {
+                "title": "Connector not installed",
+                "problem": format_html(
+                    "No connector is registered under <strong>{}</strong>.", service_id
+                ),
+                "hint": "Add the app that provides it to INSTALLED_APPS, or delete this configuration.",
+            }
+        context.update(
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "original": obj,
+                "subtitle": service_id,
+            }
+        )
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, TEMPLATES + "error.html", context, status=409)
