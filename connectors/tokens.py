@@ -9,6 +9,7 @@ meanwhile, the new token is simply used.
 """
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -29,7 +30,20 @@ RECONNECT_REASON = (
 )
 
 
+@dataclass(frozen=True)
+class Refresh:
+    """What account_refresh did: a sweep must tell its own refresh from someone else's."""
+
+    account: ConnectedAccount
+    # False when the token found under the lock was still good, because
+    # another caller refreshed it first (or it never needed it).
+    refreshed: bool
+
+
 def _margin(margin):
+    """Seconds or a timedelta; None means the TOKEN_REFRESH_MARGIN setting."""
+    if isinstance(margin, timedelta):
+        return margin
     return timedelta(seconds=settings.TOKEN_REFRESH_MARGIN if margin is None else margin)
 
 
@@ -59,11 +73,11 @@ def fresh_access_token(account, *, margin=None):
     if _usable(row["expires_at"], row["status"], margin=margin):
         account.access_token, account.expires_at = row["access_token"], row["expires_at"]
         return row["access_token"]
-    return account_refresh(account, margin=margin).access_token
+    return account_refresh(account, margin=margin).account.access_token
 
 
 def account_refresh(account, *, margin=None, force=False, skip_locked=False):
-    """Refresh under the row lock; return the stored account (refreshed or not).
+    """Refresh under the row lock; return a Refresh with the stored account.
 
     With ``force`` a still-valid token is refreshed too (the admin's "refresh
     now"). With ``skip_locked`` an account locked by someone else is left
@@ -85,7 +99,7 @@ def account_refresh(account, *, margin=None, force=False, skip_locked=False):
             raise NeedsReconnect(locked.status_reason or RECONNECT_REASON, account_id=locked.pk)
         if not force and _usable(locked.expires_at, locked.status, margin=margin):
             _copy_tokens(locked, account)
-            return locked
+            return Refresh(account=locked, refreshed=False)
         try:
             _refresh_locked(locked)
         except ConnectorError as error:
@@ -93,7 +107,7 @@ def account_refresh(account, *, margin=None, force=False, skip_locked=False):
     if failure is not None:
         raise failure
     _copy_tokens(locked, account)
-    return locked
+    return Refresh(account=locked, refreshed=True)
 
 
 def _refresh_locked(locked):

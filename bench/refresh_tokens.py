@@ -1,0 +1,278 @@
+"""Benchmark of the token sweep behind ``manage.py refresh_tokens`` (not a test).
+
+Run from the repository root:
+
+    python bench/refresh_tokens.py --accounts 2000 --rate 50
+    python bench/refresh_tokens.py --memory-check
+
+It starts the Discord stand-in in its own process, limited to ``--rate``
+requests a second like Discord's global limit, seeds grants there through its
+control API and matching accounts here, then runs the sweep in this process
+and reports how close it came to the limit and whether any account was lost.
+Every stored token is then checked by refreshing it once more with the limit
+lifted: a token the stand-in no longer accepts marks its account "needs
+reconnect", which is what counts as lost.
+
+The database is a temporary SQLite file unless DATABASE_URL is set; the sweep
+refreshes every due account in it, so a given database must hold no account
+but the benchmark's own (the script refuses otherwise).
+
+``--memory-check`` compares tracemalloc's peak during sweeps of 1,000 and
+10,000 accounts with the limit lifted (see run_memory for the conditions):
+reading accounts a page at a time should keep it flat. Results are also
+appended to bench/results/refresh_tokens.md.
+"""
+
+import argparse
+import gc
+import os
+import re
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from datetime import timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "refresh_tokens.md"
+OWNER_PREFIX = "bench-"
+SEED_CHUNK = 1000
+# Tokens seeded to expire in an hour: due for a sweep with --within 1d.
+SEED_EXPIRES_IN = 3600
+MEMORY_SIZES = (1000, 10000)
+MEMORY_WARMUP = 2500
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--accounts", type=int, default=2000, help="accounts to refresh (default 2000)")
+    parser.add_argument("--rate", type=float, default=50, help="stand-in limit, requests/second (default 50)")
+    parser.add_argument("--workers", type=int, default=8, help="sweep workers (default 8)")
+    parser.add_argument("--batch-size", type=int, default=200, help="sweep page size (default 200)")
+    parser.add_argument(
+        "--memory-check",
+        action="store_true",
+        help=f"instead: peak memory of sweeps of {MEMORY_SIZES[0]:,} and {MEMORY_SIZES[1]:,} accounts, no limit",
+    )
+    return parser.parse_args()
+
+
+def start_standin(rate):
+    """The stand-in in its own process, so that its work does not share our CPU time or GIL."""
+    command = [sys.executable, "-m", "discord_standin", "--port", "0"]
+    if rate:
+        command += ["--rate-limit", str(rate)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    ready, _, _ = select.select([process.stdout], [], [], 30)
+    line = process.stdout.readline() if ready else ""
+    match = re.search(r"on (http://\S+)", line)
+    if match is None:
+        process.kill()
+        sys.exit(f"the stand-in did not start: {line!r}")
+    return process, match.group(1)
+
+
+def setup_django(base_url, database_url):
+    sys.path.insert(0, str(REPO))
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    os.environ["DATABASE_URL"] = database_url
+    os.environ["DISCORD_API_BASE_URL"] = f"{base_url}/api/v10"
+    os.environ["DISCORD_AUTHORIZE_URL"] = f"{base_url}/oauth2/authorize"
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+class Bench:
+    def __init__(self, base_url, *, workers, batch_size):
+        import requests
+
+        from connectors.config import config_update
+        from discord_standin import DEFAULT_APP
+
+        self.base_url = base_url
+        self.workers = workers
+        self.batch_size = batch_size
+        self.control = requests.Session()
+        config_update(
+            service_id="appmixer:discord",
+            values={
+                "clientId": DEFAULT_APP.client_id,
+                "clientSecret": DEFAULT_APP.client_secret,
+                "botToken": DEFAULT_APP.bot_token,
+            },
+        )
+        self._check_database()
+
+    def _check_database(self):
+        from connectors.models import ConnectedAccount
+
+        others = ConnectedAccount.objects.exclude(user__username__startswith=OWNER_PREFIX)
+        if others.exists():
+            sys.exit("DATABASE_URL holds accounts other than the benchmark's; use an empty database.")
+        ConnectedAccount.objects.all().delete()
+
+    def _post(self, path, payload):
+        answer = self.control.post(f"{self.base_url}/_standin/{path}", json=payload, timeout=60)
+        answer.raise_for_status()
+        return answer.json()
+
+    def rate_limit(self, per_second):
+        self._post("rate_limit", {"per_second": per_second})
+
+    def refresh_requests(self):
+        answer = self.control.get(f"{self.base_url}/_standin/stats", timeout=10)
+        return answer.json()["counts"]["token.refresh_token"]
+
+    def seed(self, count, *, expires_in=SEED_EXPIRES_IN):
+        """``count`` grants at the stand-in and an account holding each, owned by one new user."""
+        from django.contrib.auth import get_user_model
+        from django.utils import timezone
+
+        from connectors.models import ConnectedAccount
+
+        owner = get_user_model().objects.create_user(f"{OWNER_PREFIX}{time.time_ns()}")
+        left = count
+        while left:
+            chunk = min(left, SEED_CHUNK)
+            grants = self._post("grants", {"count": chunk, "scopes": "identify", "expires_in": expires_in})
+            now = timezone.now()
+            ConnectedAccount.objects.bulk_create(
+                ConnectedAccount(
+                    user=owner,
+                    service_id="appmixer:discord",
+                    uid=grant["user_id"],
+                    access_token=grant["access_token"],
+                    refresh_token=grant["refresh_token"],
+                    scopes=grant["scope"],
+                    expires_at=now + timedelta(seconds=grant["expires_in"]),
+                )
+                for grant in grants
+            )
+            left -= chunk
+        return owner
+
+    def sweep(self, within=timedelta(days=1)):
+        from connectors.sweep import refresh_due
+
+        return refresh_due(within=within, workers=self.workers, batch_size=self.batch_size)
+
+    def lost(self):
+        """Refresh every stored token once more, unthrottled; a dead one marks its account."""
+        from connectors.models import ConnectedAccount
+
+        self.rate_limit(None)
+        check = self.sweep(within=timedelta(days=365))
+        reconnect = ConnectedAccount.objects.filter(status=ConnectedAccount.Status.NEEDS_RECONNECT).count()
+        return reconnect, check
+
+
+def run_rate(bench, *, accounts, rate):
+    bench.seed(accounts)
+    before = bench.refresh_requests()
+    started = time.perf_counter()
+    summary = bench.sweep()
+    elapsed = time.perf_counter() - started
+    attempts = bench.refresh_requests() - before
+    lost, check = bench.lost()
+    accepted = summary.refreshed / elapsed
+    return [
+        ("accounts", f"{accounts:,}"),
+        ("sweep", summary.line()),
+        ("wall time", f"{elapsed:.1f} s"),
+        ("accounts/second", f"{accepted:.1f}"),
+        ("requests/second accepted (limit)", f"{accepted:.1f} ({rate:g}) = {accepted / rate:.0%} of the limit"),
+        ("requests sent, 429 answers", f"{attempts:,}, {attempts - summary.refreshed:,}"),
+        ("accounts lost", f"{lost} (check: {check.line()})"),
+    ]
+
+
+def run_memory(bench):
+    """Peaks of two sweeps that differ only in size, with every account seeded beforehand.
+
+    A first, unmeasured sweep of MEMORY_WARMUP accounts fills what CPython
+    keeps for reuse (free lists of up to 2,000 tuples of each size, its type
+    attribute cache), which would otherwise count against whichever sweep
+    fills them. Automatic garbage collection is off meanwhile: it empties those
+    free lists at random moments, and with it off a per-account reference
+    cycle would show in the peak instead of being quietly collected.
+    """
+    bench.rate_limit(None)
+    days = timedelta(days=1)
+    bench.seed(MEMORY_WARMUP, expires_in=SEED_EXPIRES_IN)
+    # Each set expires a day further out, and each window ends half a day after its set.
+    windows = {}
+    for offset, count in enumerate(MEMORY_SIZES, start=2):
+        bench.seed(count, expires_in=int(offset * days.total_seconds()))
+        windows[count] = (offset + 0.5) * days
+    gc.collect()
+    gc.disable()
+    try:
+        bench.sweep(within=days)
+        peaks = {}
+        for count in MEMORY_SIZES:
+            tracemalloc.start()
+            started = time.perf_counter()
+            summary = bench.sweep(within=windows[count])
+            elapsed = time.perf_counter() - started
+            peaks[count] = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            assert summary.refreshed == count, summary.line()
+            yield (f"peak at {count:,} accounts", f"{peaks[count] / 1024:,.0f} KiB ({summary.line()}, {elapsed:.1f} s)")
+    finally:
+        gc.enable()
+    small, large = MEMORY_SIZES
+    yield (f"ratio {large:,} / {small:,}", f"{peaks[large] / peaks[small]:.2f} (target ≤ 1.2)")
+
+
+def table(rows, *, title, command, database):
+    lines = [f"## {title}", "", f"`{command}`", "", f"Database: {database}", "", "| measure | value |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    args = parse_args()
+    command = "python " + " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
+    tmp = None
+    database_url = os.environ.get("DATABASE_URL")
+    if not database_url:
+        tmp = tempfile.mkdtemp(prefix="bench-refresh-")
+        database_url = f"sqlite:///{tmp}/bench.sqlite3"
+    standin, base_url = start_standin(None if args.memory_check else args.rate)
+    try:
+        setup_django(base_url, database_url)
+        from django.db import connection
+
+        bench = Bench(base_url, workers=args.workers, batch_size=args.batch_size)
+        workers = args.workers if connection.features.has_select_for_update else "1 (SQLite: one refresh at a time)"
+        database = f"{connection.vendor}, workers {workers}, batch size {args.batch_size}"
+        if args.memory_check:
+            rows = list(run_memory(bench))
+            title = "refresh_tokens: peak memory of the sweep"
+        else:
+            rows = run_rate(bench, accounts=args.accounts, rate=args.rate)
+            title = f"refresh_tokens: {args.accounts:,} accounts at {args.rate:g} requests/second"
+    finally:
+        standin.terminate()
+        standin.wait(10)
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    text = table(rows, title=title, command=command, database=database)
+    print(text)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a") as results:
+        results.write(text + "\n")
+    print(f"appended to {RESULTS.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+import re
+import time
+from datetime import timedelta
+
+from django.core.management.base import BaseCommand, CommandError
+
+from connectors.sweep import due_accounts, due_queryset, refresh_due
+
+UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+# A terminal needs no more than this many redraws a second.
+PROGRESS_INTERVAL = 0.2
+
+
+def parse_duration(text):
+    """``90m``, ``12h``, ``30d``, ``45s`` as a timedelta; CommandError otherwise."""
+    match = DURATION.match(text or "")
+    if match is None:
+        raise CommandError(
+            f"--within expects a whole number and a unit (s, m, h or d), e.g. 90m, 12h, 30d "
+            f"or 45s; got {text!r}."
+        )
+    number, unit = match.groups()
+    try:
+        return timedelta(**{UNITS[unit]: int(number)})
+    except OverflowError:
+        raise CommandError(f"--within {text} is longer than any token lives.") from None
+
+
+def positive(text):
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+class Command(BaseCommand):
+    help = (
+        "Refresh the access token of every active account whose token expires within "
+        "--within. Safe to run on several hosts at once: accounts another run is "
+        "refreshing are skipped. Exits non-zero when any refresh failed."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--within",
+            default="1d",
+            help="Refresh tokens that expire within this long: 45s, 90m, 12h, 30d (default 1d).",
+        )
+        parser.add_argument(
+            "--workers",
+            type=positive,
+            default=4,
+            help="Refreshes running at once (default 4; on SQLite always 1: its write lock "
+            "lets only one run at a time).",
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=positive,
+            default=200,
+            help="Accounts read from the database at a time (default 200).",
+        )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="List the accounts that would be refreshed; change nothing.",
+        )
+
+    def handle(self, *args, within, workers, batch_size, dry_run, **options):
+        window = parse_duration(within)
+        if dry_run:
+            self.list_due(window, batch_size)
+            return
+        terminal = self.stdout.isatty()
+        summary = refresh_due(
+            within=window,
+            workers=workers,
+            batch_size=batch_size,
+            on_progress=self.progress(window) if terminal else None,
+        )
+        if terminal:
+            self.stdout.write("\r\033[K", ending="")
+        self.stdout.write(summary.line())
+        if summary.failed:
+            raise CommandError(
+                f"{summary.failed} account(s) could not be refreshed; the log and each "
+                "account's last error say why. Run again later to retry them."
+            )
+
+    def list_due(self, window, batch_size):
+        count = 0
+        rows = due_accounts(
+            within=window, batch_size=batch_size, fields=("pk", "service_id", "uid", "expires_at")
+        )
+        for pk, service_id, uid, expires_at in rows:
+            self.stdout.write(f"{pk}  {service_id}  {uid}  expires {expires_at.isoformat()}")
+            count += 1
+        self.stdout.write(f"would refresh {count} (dry run: nothing changed)")
+
+    def progress(self, window):
+        """A one-line counter redrawn in place; cleared before the summary is written."""
+        total = due_queryset(within=window).count()
+        shown = {"at": 0.0}
+
+        def show(summary):
+            now = time.monotonic()
+            if now - shown["at"] < PROGRESS_INTERVAL:
+                return
+            shown["at"] = now
+            self.stdout.write(f"\r{summary.done}/{total}  {summary.line()}\033[K", ending="")
+            self.stdout.flush()
+
+        return show

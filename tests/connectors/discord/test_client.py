@@ -1,0 +1,249 @@
+"""The Discord REST client: polite under rate limits, typed errors, one pool, the headers Discord asks for."""
+
+import threading
+
+import pytest
+import requests
+import responses
+
+from connectors.discord import client
+from connectors.exceptions import (
+    InvalidGrant,
+    ProviderError,
+    ProviderRejected,
+    ProviderUnavailable,
+    RateLimited,
+    Unauthorized,
+)
+
+URL = "https://discord.test/api/v10/users/@me"
+TOKEN = "user-access-token-value"
+BOT_TOKEN = "bot-token-value"
+
+
+@pytest.fixture
+def waits():
+    return []
+
+
+@pytest.fixture
+def session(waits):
+    """A session on a fresh adapter whose pauses are recorded instead of slept."""
+    with requests.Session() as session:
+        session.mount("https://", client.RateLimitAdapter(sleep=waits.append))
+        yield session
+
+
+@pytest.fixture
+def api(settings, waits, monkeypatch):
+    """The module's shared adapter, recording its pauses and left with none pending."""
+    settings.DISCORD_API_BASE_URL = "https://discord.test/api/v10"
+    monkeypatch.setattr(client._adapter, "sleep", waits.append)
+    with responses.RequestsMock() as mock:
+        yield mock
+    client._adapter._resume_at = 0.0
+
+
+def limited(retry_after=0.25, **headers):
+    return {"status": 429, "json": {"message": "You are being rate limited.", "retry_after": retry_after,
+                                    "global": False}, "headers": headers}
+
+
+# RateLimitAdapter
+
+
+@responses.activate
+def test_a_429_is_waited_out_for_the_body_retry_after_then_retried(session, waits):
+    responses.get(URL, **limited(retry_after=0.25))
+    responses.get(URL, json={"id": "1"})
+
+    answer = session.get(URL, timeout=5)
+
+    assert answer.status_code == 200
+    assert len(responses.calls) == 2
+    assert waits == [pytest.approx(0.25, abs=0.05)]
+
+
+@responses.activate
+def test_a_429_with_only_a_retry_after_header_is_waited_out(session, waits):
+    responses.get(URL, status=429, body="", headers={"Retry-After": "2"})
+    responses.get(URL, json={"id": "1"})
+
+    assert session.get(URL, timeout=5).status_code == 200
+    assert waits == [pytest.approx(2.0, abs=0.05)]
+
+
+@responses.activate
+def test_a_429_asking_for_too_long_a_wait_is_handed_back(waits):
+    with requests.Session() as session:
+        session.mount("https://", client.RateLimitAdapter(sleep=waits.append, max_wait=5))
+        responses.get(URL, **limited(retry_after=30))
+        assert session.get(URL, timeout=5).status_code == 429
+    assert len(responses.calls) == 1
+    assert waits == []
+
+
+@responses.activate
+def test_an_empty_bucket_pauses_the_next_request_until_it_resets(session, waits):
+    responses.get(URL, json={"id": "1"}, headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset-After": "2.5"})
+    responses.get(URL, json={"id": "1"}, headers={"X-RateLimit-Remaining": "4", "X-RateLimit-Reset-After": "1"})
+
+    session.get(URL, timeout=5)
+    assert waits == []
+    session.get(URL, timeout=5)
+
+    assert waits == [pytest.approx(2.5, abs=0.05)]
+
+
+@responses.activate
+def test_requests_go_straight_through_while_the_bucket_has_room(session, waits):
+    responses.get(URL, json={"id": "1"}, headers={"X-RateLimit-Remaining": "3", "X-RateLimit-Reset-After": "1"})
+
+    for _ in range(3):
+        session.get(URL, timeout=5)
+
+    assert waits == []
+
+
+# send and the typed errors
+
+
+def test_send_retries_a_429_and_returns_the_body(api, waits):
+    api.get(URL, **limited(retry_after=0.01))
+    api.get(URL, json={"id": "42", "username": "alice"})
+
+    assert client.current_user(client.bearer(TOKEN)) == {"id": "42", "username": "alice"}
+    assert len(api.calls) == 2
+    assert waits == [pytest.approx(0.01, abs=0.05)]
+
+
+def test_send_gives_up_after_the_bounded_retries_with_rate_limited(api, waits):
+    for _ in range(client._adapter.max_retries_429 + 1):
+        api.get(URL, **limited(retry_after=0.5))
+
+    with pytest.raises(RateLimited) as caught:
+        client.current_user(client.bearer(TOKEN))
+
+    assert caught.value.retry_after == 0.5
+    assert len(api.calls) == client._adapter.max_retries_429 + 1
+    assert len(waits) == client._adapter.max_retries_429
+    assert isinstance(caught.value, ProviderUnavailable)
+
+
+def test_each_request_names_the_bot_as_discord_asks_and_carries_a_timeout(api, settings):
+    api.get(URL, json={"id": "42"})
+
+    client.current_user(client.bearer(TOKEN))
+
+    request = api.calls[0].request
+    assert request.headers["User-Agent"].startswith("DiscordBot (")
+    assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert request.req_kwargs["timeout"] == settings.DISCORD_HTTP_TIMEOUT
+
+
+@pytest.mark.parametrize(
+    "call, method, path, authorization",
+    [
+        (lambda: client.current_user(client.bot(BOT_TOKEN)), "GET", "/users/@me", f"Bot {BOT_TOKEN}"),
+        (lambda: client.current_user_guilds(TOKEN), "GET", "/users/@me/guilds", f"Bearer {TOKEN}"),
+        (lambda: client.current_authorization(TOKEN), "GET", "/oauth2/@me", f"Bearer {TOKEN}"),
+        (lambda: client.current_application(BOT_TOKEN), "GET", "/oauth2/applications/@me", f"Bot {BOT_TOKEN}"),
+    ],
+)
+def test_each_endpoint_sends_its_credentials(api, call, method, path, authorization):
+    api.add(method, "https://discord.test/api/v10" + path, json={"ok": True})
+
+    assert call() == {"ok": True}
+
+    request = api.calls[0].request
+    assert request.headers["Authorization"] == authorization
+    assert request.headers["User-Agent"].startswith("DiscordBot (")
+
+
+def test_revoke_authenticates_the_client_and_sends_a_form(api):
+    api.post("https://discord.test/api/v10/oauth2/token/revoke", json={})
+
+    client.revoke("refresh-me", client_id="123", client_secret="secret", token_type_hint="refresh_token")
+
+    request = api.calls[0].request
+    assert request.headers["Authorization"].startswith("Basic ")
+    assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert request.body == "token=refresh-me&token_type_hint=refresh_token"
+
+
+def test_a_body_that_is_not_json_is_a_provider_error(api):
+    api.get(URL, body="<html>Cloudflare</html>", content_type="text/html")
+
+    with pytest.raises(ProviderError, match="not JSON") as caught:
+        client.current_user(client.bearer(TOKEN))
+
+    assert not isinstance(caught.value, ProviderUnavailable)
+    assert "Cloudflare" not in str(caught.value)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_a_server_error_is_worth_retrying_later(api, status):
+    api.get(URL, status=status, body="upstream details")
+
+    with pytest.raises(ProviderUnavailable, match=f"HTTP {status}") as caught:
+        client.current_user(client.bearer(TOKEN))
+
+    assert "upstream details" not in str(caught.value)
+
+
+def test_a_refused_token_is_unauthorized(api):
+    api.get(URL, status=401, json={"message": "401: Unauthorized", "code": 0})
+
+    with pytest.raises(Unauthorized) as caught:
+        client.current_user(client.bearer(TOKEN))
+
+    assert caught.value.status == 401
+    assert len(api.calls) == 1
+    assert TOKEN not in str(caught.value)
+
+
+def test_a_dead_grant_is_invalid_grant(api):
+    api.get(URL, status=400, json={"error": "invalid_grant", "error_description": "Invalid refresh_token"})
+
+    with pytest.raises(InvalidGrant):
+        client.current_user(client.bearer(TOKEN))
+
+
+def test_another_refusal_keeps_discords_code(api):
+    api.get(URL, status=403, json={"message": "Missing Permissions", "code": 50013})
+
+    with pytest.raises(ProviderRejected) as caught:
+        client.current_user(client.bearer(TOKEN))
+
+    assert (caught.value.status, caught.value.code) == (403, 50013)
+    assert not isinstance(caught.value, Unauthorized)
+
+
+@pytest.mark.parametrize(
+    "failure, message",
+    [
+        (requests.exceptions.ReadTimeout("read timed out"), "did not answer in time"),
+        (requests.exceptions.ConnectTimeout("connect timed out"), "did not answer in time"),
+        (requests.exceptions.ConnectionError("refused"), "could not be reached"),
+    ],
+)
+def test_a_timeout_or_connection_failure_is_worth_retrying_later(api, failure, message):
+    api.get(URL, body=failure)
+
+    with pytest.raises(ProviderUnavailable, match=message):
+        client.current_user(client.bearer(TOKEN))
+
+
+# the pool
+
+
+def test_one_session_per_thread_all_on_one_pool():
+    mine = client.shared_session()
+    assert client.shared_session() is mine
+    theirs = []
+    thread = threading.Thread(target=lambda: theirs.append(client.shared_session()))
+    thread.start()
+    thread.join(timeout=5)
+    assert theirs[0] is not mine
+    assert mine.get_adapter("https://discord.com") is theirs[0].get_adapter("https://discord.com") is client._adapter
+    assert mine.headers["User-Agent"].startswith("DiscordBot (")

@@ -1,0 +1,243 @@
+"""``manage.py refresh_tokens``: what an operator running it from cron sees and relies on."""
+
+import re
+import subprocess
+import sys
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from connectors import sweep
+from connectors.management.commands.refresh_tokens import parse_duration
+from connectors.models import ConnectedAccount
+from tests.conftest import SERVICE_ID
+from tests.connectors.test_flow import alice  # noqa: F401
+from tests.connectors.test_tokens import REPO, child_env, postgres_only, seed_account
+
+SUMMARY = re.compile(r"^refreshed (\d+), skipped (\d+), failed (\d+), needs reconnect (\d+)$")
+
+
+class Terminal(StringIO):
+    def isatty(self):
+        return True
+
+
+def run(*args, stdout=None):
+    out = stdout or StringIO()
+    call_command("refresh_tokens", *args, stdout=out)
+    return out.getvalue()
+
+
+def summary_of(output):
+    lines = output.strip().splitlines()
+    match = SUMMARY.match(lines[-1])
+    assert match, f"no summary line at the end of {output!r}"
+    return tuple(int(n) for n in match.groups())
+
+
+def secrets_in(output, accounts):
+    return [
+        token
+        for account in accounts
+        for token in (account.access_token, account.refresh_token)
+        if token and token in output
+    ]
+
+
+@pytest.fixture
+def accounts(transactional_db, standin, alice):  # noqa: F811
+    """Three due (within a day), one due only within a week, one without expiry, one needing reconnect."""
+    due = [seed_account(standin, alice, expires_in=seconds) for seconds in (60, 3600, 20 * 3600)]
+    later = seed_account(standin, alice, expires_in=3 * 86400)
+    no_expiry = seed_account(standin, alice, expires_in=3600)
+    ConnectedAccount.objects.filter(pk=no_expiry.pk).update(expires_at=None)
+    broken = seed_account(standin, alice, expires_in=60)
+    ConnectedAccount.objects.filter(pk=broken.pk).update(
+        status=ConnectedAccount.Status.NEEDS_RECONNECT, status_reason="gone"
+    )
+    return {"due": due, "later": later, "no_expiry": no_expiry, "broken": broken}
+
+
+def test_dry_run_lists_the_due_accounts_and_changes_nothing(accounts, standin):
+    output = run("--dry-run")
+
+    lines = output.strip().splitlines()
+    assert lines[-1] == "would refresh 3 (dry run: nothing changed)"
+    listed = lines[:-1]
+    assert len(listed) == 3
+    for line, account in zip(listed, accounts["due"]):
+        assert line.split()[:3] == [str(account.pk), SERVICE_ID, account.uid]
+        assert account.expires_at.isoformat() in line
+    assert standin.calls == []
+    for account in accounts["due"]:
+        assert ConnectedAccount.objects.get(pk=account.pk).access_token == account.access_token
+    assert secrets_in(output, accounts["due"]) == []
+
+
+def test_a_run_refreshes_the_due_accounts_and_leaves_the_rest(accounts, standin):
+    output = run("--workers", "2")
+
+    assert output.count("\n") == 1
+    assert summary_of(output) == (3, 0, 0, 0)
+    assert standin.count("token.refresh_token") == 3
+    for account in accounts["due"]:
+        stored = ConnectedAccount.objects.get(pk=account.pk)
+        assert stored.access_token != account.access_token
+        assert standin.refresh_token_valid(stored.refresh_token)
+        assert stored.refreshed_at is not None
+    for name in ("later", "no_expiry", "broken"):
+        stored = ConnectedAccount.objects.get(pk=accounts[name].pk)
+        assert stored.access_token == accounts[name].access_token
+        assert stored.refreshed_at is None
+    assert secrets_in(output, accounts["due"]) == []
+
+    assert summary_of(run()) == (0, 0, 0, 0)
+    assert standin.count("token.refresh_token") == 3
+
+
+def test_a_wider_window_takes_more_accounts(accounts, standin):
+    assert summary_of(run("--within", "4d")) == (4, 0, 0, 0)
+    assert summary_of(run("--within", "90m")) == (0, 0, 0, 0)
+    assert standin.count("token.refresh_token") == 4
+
+
+def test_a_revoked_grant_is_reported_as_needing_reconnect(accounts, standin):
+    revoked = accounts["due"][0]
+    ConnectedAccount.objects.filter(pk=revoked.pk).update(refresh_token="revoked-at-discord")
+
+    assert summary_of(run()) == (2, 0, 0, 1)
+
+    stored = ConnectedAccount.objects.get(pk=revoked.pk)
+    assert stored.status == ConnectedAccount.Status.NEEDS_RECONNECT
+    assert stored.access_token == revoked.access_token
+
+
+def test_a_failed_refresh_makes_the_exit_status_non_zero(accounts, standin):
+    standin.fail_next("token.refresh_token", status=500)
+    out = StringIO()
+
+    with pytest.raises(CommandError, match="1 account\\(s\\) could not be refreshed"):
+        run(stdout=out)
+
+    assert summary_of(out.getvalue()) == (2, 0, 1, 0)
+    failed = [
+        account
+        for account in accounts["due"]
+        if ConnectedAccount.objects.get(pk=account.pk).access_token == account.access_token
+    ]
+    assert len(failed) == 1
+    stored = ConnectedAccount.objects.get(pk=failed[0].pk)
+    assert stored.status == ConnectedAccount.Status.ACTIVE
+    assert "server error" in stored.last_error
+    assert standin.refresh_token_valid(stored.refresh_token)
+
+
+def test_an_account_refreshed_by_someone_else_meanwhile_is_skipped(accounts, standin, monkeypatch):
+    """A listing taken before another run refreshed the account, replayed afterwards."""
+    already = accounts["later"]
+    real = sweep.due_accounts
+
+    def stale_listing(**kwargs):
+        yield (already.pk,)
+        yield from real(**kwargs)
+
+    monkeypatch.setattr(sweep, "due_accounts", stale_listing)
+
+    assert summary_of(run()) == (3, 1, 0, 0)
+    assert ConnectedAccount.objects.get(pk=already.pk).access_token == already.access_token
+
+
+def test_small_batches_still_reach_every_account(transactional_db, standin, alice):  # noqa: F811
+    seeded = [seed_account(standin, alice, expires_in=60) for _ in range(7)]
+
+    summary = sweep.refresh_due(within=timedelta(days=1), workers=3, batch_size=2)
+
+    assert (summary.refreshed, summary.skipped, summary.failed, summary.needs_reconnect) == (7, 0, 0, 0)
+    assert standin.count("token.refresh_token") == 7
+    for account in seeded:
+        assert standin.refresh_token_valid(ConnectedAccount.objects.get(pk=account.pk).refresh_token)
+
+
+def test_progress_is_drawn_on_a_terminal_and_ends_in_one_summary_line(accounts, standin, monkeypatch):
+    from connectors.management.commands import refresh_tokens
+
+    monkeypatch.setattr(refresh_tokens, "PROGRESS_INTERVAL", 0)
+    output = run(stdout=Terminal())
+
+    assert "\r1/3  " in output
+    assert output.count("\n") == 1
+    assert summary_of(output.rsplit("\r\033[K", 1)[-1]) == (3, 0, 0, 0)
+
+
+def test_no_progress_when_the_output_is_not_a_terminal(accounts, standin):
+    assert "\r" not in run()
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("45s", timedelta(seconds=45)), ("90m", timedelta(minutes=90)), ("12h", timedelta(hours=12)),
+     ("30d", timedelta(days=30)), (" 1d ", timedelta(days=1))],
+)
+def test_within_takes_a_number_and_a_unit(text, expected):
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "1", "d", "1w", "-5m", "1.5h", "12 hours", "m5", "99999999999d"])
+def test_a_bad_within_is_refused_with_a_clear_message(db, text):
+    with pytest.raises(CommandError, match=r"--within"):
+        run("--within", text)
+
+
+@pytest.mark.parametrize("option", ["--workers", "--batch-size"])
+def test_workers_and_batch_size_must_be_positive(db, option):
+    with pytest.raises(CommandError, match=option):
+        run(option, "0")
+
+
+@postgres_only
+def test_two_runs_started_together_refresh_each_account_once(transactional_db, standin, alice):  # noqa: F811
+    now = timezone.now()
+    grants = []
+    for index in range(500):
+        person = standin.add_user(username=f"sweep_{index}", global_name=None, email=None, guilds=[])
+        grants.append((person, standin.create_grant(person, scopes="identify", expires_in=60)))
+    ConnectedAccount.objects.bulk_create(
+        ConnectedAccount(
+            user=alice,
+            service_id=SERVICE_ID,
+            uid=person.id,
+            username=person.username,
+            access_token=grant.access_token,
+            refresh_token=grant.refresh_token,
+            scopes="identify",
+            expires_at=now + timedelta(seconds=60),
+        )
+        for person, grant in grants
+    )
+    command = [sys.executable, "manage.py", "refresh_tokens", "--within", "1d", "--workers", "4"]
+    runs = [
+        subprocess.Popen(command, cwd=REPO, env=child_env(standin), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    try:
+        outputs = [process.communicate(timeout=120) for process in runs]
+    finally:
+        for process in runs:
+            if process.poll() is None:
+                process.kill()
+
+    for process, (out, err) in zip(runs, outputs):
+        assert process.returncode == 0, err
+    summaries = [summary_of(out) for out, _ in outputs]
+    assert sum(refreshed for refreshed, *_ in summaries) == 500
+    assert all(failed == reconnect == 0 for _, _, failed, reconnect in summaries)
+    assert standin.count("token.refresh_token") == 500
+    stored = list(ConnectedAccount.objects.all())
+    assert len(stored) == 500
+    assert all(account.status == ConnectedAccount.Status.ACTIVE for account in stored)
+    assert all(standin.refresh_token_valid(account.refresh_token) for account in stored)
+    assert all(account.refreshed_at is not None for account in stored)
