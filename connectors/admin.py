@@ -1,6 +1,6 @@
 import logging
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Prefetch
@@ -13,10 +13,12 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from .config import config_keys_set, config_summary, config_update, config_values
-from .exceptions import EncryptionKeyError, UnknownConnector
+from .accounts import account_disconnect
+from .exceptions import ConnectorError, EncryptionKeyError, UnknownConnector
 from .forms import clear_name, connector_config_form, service_choices
-from .models import ConnectorConfig, ConnectorValue
+from .models import AccountServer, ConnectedAccount, ConnectorConfig, ConnectorValue
 from .registry import registry
+from .tokens import account_check, account_refresh
 
 logger = logging.getLogger(__name__)
 
@@ -296,3 +298,99 @@ class ConnectorConfigAdmin(admin.ModelAdmin):
         )
         request.current_app = self.admin_site.name
         return TemplateResponse(request, TEMPLATES + "error.html", context, status=409)
+
+
+class AccountServerInline(admin.TabularInline):
+    model = AccountServer
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = ("server_id", "name", "permissions", "added_at")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ConnectedAccount)
+class ConnectedAccountAdmin(admin.ModelAdmin):
+    """End users' accounts: searchable, filterable, never showing a token.
+
+    Rows are made only by the connect flow; the actions call the same
+    functions as the rest of the code (refresh, check, disconnect).
+    """
+
+    list_display = ("__str__", "user", "uid", "username", "status", "expires_at", "last_error", "created_at")
+    list_filter = ("status", "service_id")
+    search_fields = ("user__username", "user__email", "uid", "username", "display_name")
+    list_select_related = ("user",)
+    exclude = ("access_token", "refresh_token")
+    readonly_fields = (
+        "user", "service_id", "uid", "username", "display_name", "avatar_url", "email",
+        "token_type", "scopes", "expires_at", "status", "status_reason", "status_changed_at",
+        "last_error", "last_error_at", "refreshed_at", "created_at", "updated_at",
+    )
+    inlines = [AccountServerInline]
+    actions = ["refresh_now", "check_grant", "revoke_and_delete"]
+
+    def get_queryset(self, request):
+        # Drawing a list must not decrypt a single token.
+        return super().get_queryset(request).defer("access_token", "refresh_token")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        # Nothing on the page is edited by hand; the actions below do the work.
+        return False
+
+    def has_act_permission(self, request):
+        return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")
+
+    def get_actions(self, request):
+        # Deleting must go through the revocation, never around it.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def delete_model(self, request, obj):
+        if not account_disconnect(account=obj, connector=obj.connector):
+            self.message_user(
+                request, f"{obj}: revocation at the provider failed; deleted here.", messages.WARNING
+            )
+
+    def _each(self, request, queryset, work, done):
+        for account in queryset:
+            try:
+                result = work(account)
+            except ConnectorError as error:
+                self.message_user(request, f"{account}: {error}", messages.ERROR)
+            else:
+                self.message_user(request, f"{account}: {done(result)}", messages.SUCCESS)
+
+    @admin.action(description="Refresh the token now", permissions=["act"])
+    def refresh_now(self, request, queryset):
+        self._each(
+            request,
+            queryset,
+            lambda account: account_refresh(account, force=True).account,
+            lambda account: f"refreshed; expires {account.expires_at:%Y-%m-%d %H:%M} UTC.",
+        )
+
+    @admin.action(description="Check the grant at the provider", permissions=["act"])
+    def check_grant(self, request, queryset):
+        self._each(
+            request,
+            queryset,
+            account_check,
+            lambda info: f"scopes {info['scopes'] or 'none'}; expires {info['expires'] or 'unknown'}.",
+        )
+
+    @admin.action(description="Revoke at the provider and delete", permissions=["delete"])
+    def revoke_and_delete(self, request, queryset):
+        for account in queryset:
+            name = str(account)
+            if account_disconnect(account=account, connector=account.connector):
+                self.message_user(request, f"{name}: revoked and deleted.", messages.SUCCESS)
+            else:
+                self.message_user(
+                    request, f"{name}: deleted here, but revocation at the provider failed.", messages.WARNING
+                )

@@ -162,3 +162,8 @@ def _copy_tokens(source, target):
     if source is not target:
         for name in ("access_token", "refresh_token", "expires_at", "status", "refreshed_at", "scopes"):
             setattr(target, name, getattr(source, name))
+
+
+def account_check(account):
+    """Ask the provider how it sees the grant (scopes, expiry), with a fresh token."""
+    return account.connector.grant_info(fresh_access_token(account))

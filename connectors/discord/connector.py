@@ -147,3 +147,7 @@ class DiscordConnector(Connector):
             client_secret=values["clientSecret"],
             token_type_hint=hint,
         )
+
+    def grant_info(self, access_token):
+        info = client.current_authorization(access_token)
+        return {"scopes": " ".join(info.get("scopes") or []), "expires": info.get("expires") or ""}

@@ -1,0 +1,106 @@
+"""Staff see and act on connected accounts without ever seeing a token."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from connectors.models import ConnectedAccount
+
+from .test_flow import connect
+
+URL = "/admin/connectors/connectedaccount/"
+
+
+@pytest.fixture
+def account(client, standin, db):
+    user = get_user_model().objects.create_user("dora", password="pw-dora-123")
+    client.force_login(user)
+    connect(client, standin)
+    return ConnectedAccount.objects.get()
+
+
+@pytest.fixture
+def staff(admin_user):
+    browser = Client()
+    browser.force_login(admin_user)
+    return browser
+
+
+def assert_no_tokens(html, account):
+    for token in (account.access_token, account.refresh_token):
+        assert token[:12] not in html and token[-12:] not in html
+
+
+def test_list_search_filter_and_detail_show_no_token(staff, account):
+    for url in (URL, f"{URL}?q=dora", f"{URL}?q={account.uid}", f"{URL}?status__exact=active"):
+        html = staff.get(url).content.decode()
+        assert account.username in html, url
+        assert_no_tokens(html, account)
+    assert "0 connected accounts" not in staff.get(f"{URL}?q=dora").content.decode()
+    assert account.username not in staff.get(f"{URL}?q=nobody-here").content.decode()
+    detail = staff.get(f"{URL}{account.pk}/change/").content.decode()
+    assert account.uid in detail
+    assert_no_tokens(detail, account)
+
+
+def test_accounts_cannot_be_added_by_hand(staff, account):
+    assert staff.get(f"{URL}add/").status_code == 403
+
+
+def test_the_list_decrypts_no_token(staff, account, monkeypatch):
+    from connectors import fields
+
+    def refuse(*args):
+        raise AssertionError("a token was decrypted to draw the list")
+
+    monkeypatch.setattr(fields.upstream, "decrypt_str", refuse)
+    assert staff.get(URL).status_code == 200
+
+
+def run_action(staff, name, account):
+    return staff.post(URL, {"action": name, "_selected_action": [account.pk]}, follow=True).content.decode()
+
+
+def test_refresh_now_rotates_the_tokens(staff, account, standin):
+    html = run_action(staff, "refresh_now", account)
+    assert "refreshed; expires" in html
+    fresh = ConnectedAccount.objects.get()
+    assert fresh.refresh_token != account.refresh_token
+    assert standin.refresh_token_valid(fresh.refresh_token)
+    assert_no_tokens(html, fresh)
+
+
+def test_check_shows_scopes_and_expiry_as_discord_sees_them(staff, account, standin):
+    html = run_action(staff, "check_grant", account)
+    assert "scopes identify bot applications.commands" in html
+    assert standin.count("oauth2_me") == 1
+
+
+def test_check_of_a_revoked_grant_marks_needs_reconnect(staff, account, standin):
+    import requests
+
+    requests.post(
+        f"{standin.api_base_url}/oauth2/token/revoke",
+        data={"token": account.refresh_token},
+        auth=(standin.app.client_id, standin.app.client_secret),
+        timeout=5,
+    )
+    ConnectedAccount.objects.update(expires_at=None)
+    run_action(staff, "refresh_now", account)
+    assert ConnectedAccount.objects.get().status == ConnectedAccount.Status.NEEDS_RECONNECT
+    html = staff.get(f"{URL}?status__exact=needs_reconnect").content.decode()
+    assert account.username in html
+
+
+def test_revoke_and_delete(staff, account, standin):
+    html = run_action(staff, "revoke_and_delete", account)
+    assert "revoked and deleted" in html
+    assert not ConnectedAccount.objects.exists()
+    assert not standin.refresh_token_valid(account.refresh_token)
+
+
+def test_staff_without_permission_are_refused(account, db):
+    clerk = get_user_model().objects.create_user("clerk", password="pw-clerk-123", is_staff=True)
+    browser = Client()
+    browser.force_login(clerk)
+    assert browser.get(URL).status_code == 403
