@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1:8000
 
-.PHONY: run test
+.PHONY: run test bench-refresh
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +27,8 @@ run: $(VENV)/.installed .env
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The refresh_tokens benchmark (not a test): see README, "Benchmarks".
+bench-refresh: $(VENV)/.installed-dev
+	$(PY) bench/refresh_tokens.py --accounts 2000 --rate 50
+	$(PY) bench/refresh_tokens.py --memory-check
