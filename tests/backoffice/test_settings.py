@@ -1,0 +1,83 @@
+"""Start-up: what an operator sees when the environment is wrong, and secure defaults."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+KEY = "u0w1mPrwPqFsoWcqZ3TL5Lr2b7MmFVpVb4C6jkd5DDg="
+
+
+def manage(*args, **env):
+    """Run manage.py with only the given environment, as a deploy script would."""
+    base = {"PATH": os.environ["PATH"], "ENV_FILE": "", "DATABASE_URL": "sqlite:///:memory:"}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+PRODUCTION = {
+    "DEBUG": "false",
+    "SECRET_KEY": "a-long-production-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+    "FIELD_ENCRYPTION_KEY": KEY,
+    "PUBLIC_BASE_URL": "https://backoffice.example.com",
+    "ALLOWED_HOSTS": "backoffice.example.com",
+}
+
+
+@pytest.mark.parametrize("missing", ["SECRET_KEY", "FIELD_ENCRYPTION_KEY"])
+def test_a_missing_secret_setting_stops_start_up_naming_it(missing):
+    env = {k: v for k, v in PRODUCTION.items() if k != missing}
+    result = manage("check", **env)
+    assert result.returncode != 0
+    assert f"{missing} is not set" in result.stderr
+
+
+def test_a_malformed_encryption_key_stops_start_up_without_echoing_it():
+    result = manage("check", **{**PRODUCTION, "FIELD_ENCRYPTION_KEY": f"{KEY},not-a-fernet-key-xyz"})
+    assert result.returncode != 0
+    assert "FIELD_ENCRYPTION_KEY: key number 2 is not a Fernet key" in result.stderr
+    assert "not-a-fernet-key-xyz" not in result.stderr
+
+
+def test_the_stand_in_is_refused_with_debug_off():
+    result = manage("check", **{**PRODUCTION, "DISCORD_EMULATOR": "true"})
+    assert result.returncode != 0
+    assert "DISCORD_EMULATOR is on while DEBUG is off" in result.stderr
+
+
+def test_deploy_checks_pass_with_no_further_variable():
+    result = manage("check", "--deploy", "--fail-level", "WARNING", **PRODUCTION)
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_each_security_default_can_be_turned_off():
+    result = manage("check", "--deploy", **{**PRODUCTION, "SECURE_SSL_REDIRECT": "false"})
+    assert "security.W008" in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    "url, code",
+    [("", "connectors.E002"), ("http://backoffice.example.com", "connectors.E003"),
+     ("backoffice.example.com", "connectors.E003")],
+)
+def test_public_base_url_is_checked(url, code):
+    result = manage("check", **{**PRODUCTION, "PUBLIC_BASE_URL": url})
+    assert result.returncode != 0
+    assert code in result.stderr
+
+
+def test_a_redirect_url_the_site_does_not_serve_is_reported():
+    result = manage("check", **{**PRODUCTION, "PUBLIC_BASE_URL": "https://example.com/somewhere"})
+    assert result.returncode != 0
+    assert "connectors.E004" in result.stderr
+    assert "https://example.com/somewhere/auth/discord/callback" in result.stderr
