@@ -34,6 +34,20 @@ def _no_internet(monkeypatch):
 
 
 @pytest.fixture
+def alice(db):
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user("alice", password="pw-alice-123")
+
+
+@pytest.fixture
+def client_alice(client, alice):
+    """Django's test client, logged in as an ordinary end user."""
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
 def discord_values():
     return {"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET, "botToken": BOT_TOKEN}
 

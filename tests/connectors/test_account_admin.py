@@ -6,7 +6,7 @@ from django.test import Client
 
 from connectors.models import ConnectedAccount
 
-from .test_flow import connect
+from tests.helpers import connect
 
 URL = "/admin/connectors/connectedaccount/"
 

@@ -7,13 +7,13 @@ from cryptography.fernet import Fernet
 from django import forms
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
-from django.db import connection
 from django.urls import reverse
 from django.views.debug import SafeExceptionReporterFilter
 
 from connectors.config import config_keys_set, config_update, config_values
 from connectors.models import ConnectorConfig, ConnectorValue
 from tests.conftest import BOT_TOKEN, CLIENT_ID, CLIENT_SECRET, SERVICE_ID
+from tests.helpers import raw_values
 
 CHANGELIST = "/admin/connectors/connectorconfig/"
 ADD = "/admin/connectors/connectorconfig/add/"
@@ -93,16 +93,6 @@ def updated_at():
     config = ConnectorConfig.objects.get(service_id=SERVICE_ID)
     values = ConnectorValue.objects.filter(config=config).only("key", "updated_at")
     return config.updated_at, {value.key: value.updated_at for value in values}
-
-
-def raw_values():
-    """The value column as the database holds it, read with SQL."""
-    quote = connection.ops.quote_name
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {quote('key')}, {quote('value')} FROM {quote(ConnectorValue._meta.db_table)}"
-        )
-        return dict(cursor.fetchall())
 
 
 def history():

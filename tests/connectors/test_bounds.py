@@ -11,7 +11,7 @@ from django.test import Client
 from connectors.flow import MAX_PENDING
 from connectors.models import ConnectedAccount
 
-from .test_flow import decide, finish, start
+from tests.helpers import decide, finish, start
 
 
 @pytest.fixture

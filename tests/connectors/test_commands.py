@@ -11,12 +11,12 @@ import responses
 from cryptography.fernet import Fernet
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
 from responses import matchers
 
 from connectors.config import config_keys_set, config_values
 from connectors.models import ConnectedAccount, ConnectorConfig, ConnectorValue
 from tests.conftest import CLIENT_ID, SERVICE_ID
+from tests.helpers import raw_values
 
 # Secrets made of no words, so that any 5 characters of one found in the
 # output is a leak, not a label ("Client secret", "Bot token") that happens
@@ -74,15 +74,6 @@ def fails(*args):
     assert ran.error is not None, "the command succeeded"
     assert ran.error.returncode != 0
     return ran
-
-
-def raw_values():
-    quote = connection.ops.quote_name
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {quote('key')}, {quote('value')} FROM {quote(ConnectorValue._meta.db_table)}"
-        )
-        return dict(cursor.fetchall())
 
 
 def stored():

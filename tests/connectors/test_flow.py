@@ -3,52 +3,13 @@
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import requests
 from django.contrib.auth import get_user_model
 from django.utils.html import escape
 
 from connectors.models import AccountServer, ConnectedAccount
 from connectors.discord.permissions import DEFAULT_PERMISSIONS
 
-REDIRECT_URI = "https://backoffice.example.com/auth/discord/callback"
-
-
-@pytest.fixture
-def alice(db):
-    return get_user_model().objects.create_user("alice", password="pw-alice-123")
-
-
-@pytest.fixture
-def client_alice(client, alice):
-    client.force_login(alice)
-    return client
-
-
-def start(client, next_url=None):
-    response = client.get("/auth/discord/connect", {"next": next_url} if next_url else {})
-    assert response.status_code == 302, response.content
-    return response["Location"]
-
-
-def decide(standin, authorize_url, action="authorize", **extra):
-    """Press a button on the stand-in's consent page; return where it sends the browser."""
-    query = {k: v[0] for k, v in parse_qs(urlsplit(authorize_url).query).items()}
-    query.update(action=action, **extra)
-    answer = requests.get(
-        standin.base_url + "/oauth2/authorize/_approve", params=query, allow_redirects=False, timeout=5
-    )
-    assert answer.status_code == 302, answer.text
-    return answer.headers["Location"]
-
-
-def finish(client, callback_url):
-    parts = urlsplit(callback_url)
-    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == REDIRECT_URI
-    return client.get(f"{parts.path}?{parts.query}")
-
-
-def connect(client, standin, **extra):
-    return finish(client, decide(standin, start(client), **extra))
+from tests.helpers import REDIRECT_URI, connect, decide, finish, start
 
 
 def test_connect_sends_the_documented_authorize_request(client_alice, standin):

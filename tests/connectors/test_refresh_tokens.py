@@ -14,7 +14,7 @@ from connectors import sweep
 from connectors.management.commands.refresh_tokens import parse_duration
 from connectors.models import ConnectedAccount
 from tests.conftest import SERVICE_ID
-from tests.connectors.test_flow import alice  # noqa: F401
+
 from tests.connectors.test_tokens import REPO, child_env, postgres_only, seed_account
 
 SUMMARY = re.compile(r"^refreshed (\d+), skipped (\d+), failed (\d+), needs reconnect (\d+)$")

@@ -24,7 +24,7 @@ from connectors.exceptions import NeedsReconnect, ProviderUnavailable, RateLimit
 from connectors.models import ConnectedAccount
 from connectors.tokens import RECONNECT_REASON, account_refresh, fresh_access_token
 from tests.conftest import SERVICE_ID
-from tests.connectors.test_flow import alice, client_alice, connect  # noqa: F401
+from tests.helpers import connect
 
 REPO = Path(__file__).resolve().parents[2]
 
