@@ -17,9 +17,23 @@ from .exceptions import EncryptionKeyError
 
 
 class EncryptedTextField(upstream.EncryptedTextField):
+    # Marks ciphertext in serialized data (dumpdata), so loaddata decrypts it
+    # instead of storing it as the value.
+    SERIALIZED_PREFIX = "fernet:"
+
     def from_db_value(self, value, expression, connection):
         if value is None:
             return None
+        return self._decrypt(value)
+
+    def value_to_string(self, obj):
+        """dumpdata writes ciphertext, never the value it protects."""
+        value = self.value_from_object(obj)
+        if value is None:
+            return None
+        return self.SERIALIZED_PREFIX + upstream.encrypt_str(value).decode()
+
+    def _decrypt(self, value):
         try:
             return upstream.decrypt_str(value)
         except InvalidToken:
@@ -31,8 +45,10 @@ class EncryptedTextField(upstream.EncryptedTextField):
             ) from None
 
     def to_python(self, value):
-        # Values from forms and code are plaintext; only the database holds
-        # ciphertext, and from_db_value deals with that.
+        # Values from forms and code are plaintext; ciphertext comes only from
+        # the database (from_db_value) and from serialized data (marked).
+        if isinstance(value, str) and value.startswith(self.SERIALIZED_PREFIX):
+            return self._decrypt(value[len(self.SERIALIZED_PREFIX):])
         return models.TextField.to_python(self, value)
 
 
