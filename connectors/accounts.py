@@ -17,7 +17,6 @@ logger = logging.getLogger("connectors.accounts")
 @dataclass(frozen=True)
 class ConnectResult:
     account: ConnectedAccount
-    created: bool
     server: AccountServer | None
 
 
@@ -37,6 +36,26 @@ def token_fields(token, *, now=None):
     }
 
 
+def _upsert(instance, *, unique, keep=()):
+    """Insert ``instance``, or update the row its ``unique`` fields name, in one statement.
+
+    Leaves ``instance`` carrying its row's primary key. One INSERT ... ON
+    CONFLICT DO UPDATE replaces a locked read, an insert under a savepoint and
+    its retry: the database settles two simultaneous connects of one identity
+    by itself, and the callback spends two statements where it spent ten.
+    """
+    model = type(instance)
+    update = [
+        field.name
+        for field in model._meta.concrete_fields
+        if not field.primary_key and field.name not in (*unique, *keep)
+    ]
+    model.objects.bulk_create(
+        [instance], update_conflicts=True, unique_fields=unique, update_fields=update
+    )
+    return instance
+
+
 @transaction.atomic
 def account_connect(*, user, connector, token, profile, server=None):
     """Store the grant on the one account of (user, provider identity).
@@ -45,32 +64,35 @@ def account_connect(*, user, connector, token, profile, server=None):
     servers are never duplicated; a reconnect makes it active again.
     """
     now = timezone.now()
-    fields = {
-        **token_fields(token, now=now),
-        **profile,
-        "status": ConnectedAccount.Status.ACTIVE,
-        "status_reason": "",
-        "status_changed_at": now,
-        "last_error": "",
-        "last_error_at": None,
-        "refreshed_at": None,
-    }
-    uid = fields.pop("uid")
-    account, created = ConnectedAccount.objects.select_for_update().update_or_create(
-        user=user, service_id=connector.service_id, uid=uid, defaults=fields
+    account = _upsert(
+        ConnectedAccount(
+            user=user,
+            service_id=connector.service_id,
+            **profile,
+            **token_fields(token, now=now),
+            status=ConnectedAccount.Status.ACTIVE,
+            status_reason="",
+            status_changed_at=now,
+            last_error="",
+            last_error_at=None,
+            refreshed_at=None,
+        ),
+        unique=("user", "service_id", "uid"),
+        keep=("created_at",),
     )
     stored_server = None
     if server:
-        stored_server, _ = AccountServer.objects.update_or_create(
-            account=account,
-            server_id=server["id"],
-            defaults={
-                "name": server.get("name", ""),
-                "permissions": server.get("permissions", ""),
-                "added_at": now,
-            },
+        stored_server = _upsert(
+            AccountServer(
+                account=account,
+                server_id=server["id"],
+                name=server.get("name", ""),
+                permissions=server.get("permissions", ""),
+                added_at=now,
+            ),
+            unique=("account", "server_id"),
         )
-    return ConnectResult(account=account, created=created, server=stored_server)
+    return ConnectResult(account=account, server=stored_server)
 
 
 def account_disconnect(*, account, connector):
