@@ -107,10 +107,16 @@ _local = threading.local()
 
 
 def mount(session):
-    """Give any session (requests-oauthlib's included) the shared adapter."""
+    """Give any session (requests-oauthlib's included) the shared adapter and our proxy.
+
+    The environment has no say (settings.DISCORD_PROXY explains why).
+    """
     session.mount("http://", _adapter)
     session.mount("https://", _adapter)
     session.headers["User-Agent"] = USER_AGENT
+    session.trust_env = False
+    if settings.DISCORD_PROXY:
+        session.proxies = {"http": settings.DISCORD_PROXY, "https": settings.DISCORD_PROXY}
     return session
 
 

@@ -247,3 +247,39 @@ def test_one_session_per_thread_all_on_one_pool():
     assert theirs[0] is not mine
     assert mine.get_adapter("https://discord.com") is theirs[0].get_adapter("https://discord.com") is client._adapter
     assert mine.headers["User-Agent"].startswith("DiscordBot (")
+
+
+# the environment has no say
+
+
+def test_a_netrc_entry_for_the_host_never_replaces_the_token_sent(api, monkeypatch, tmp_path):
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine discord.test login someone password hunter2\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    api.get(URL, json={"id": "42"})
+
+    client.current_user(client.bearer(TOKEN))
+
+    assert api.calls[0].request.headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+@pytest.fixture
+def proxy_environment(monkeypatch):
+    """Proxy variables naming a port where nothing listens, loopback included."""
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+
+
+def test_proxy_variables_in_the_environment_do_not_divert_discord_calls(standin, proxy_environment):
+    assert client.current_user(client.bot(standin.app.bot_token))["bot"] is True
+
+
+def test_discord_calls_go_through_the_discord_proxy_setting(standin, settings, monkeypatch):
+    settings.DISCORD_PROXY = "http://127.0.0.1:9"
+    monkeypatch.setattr(client, "_local", threading.local())
+
+    with pytest.raises(ProviderUnavailable, match="could not be reached"):
+        client.current_user(client.bot(standin.app.bot_token))
