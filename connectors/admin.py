@@ -310,6 +310,21 @@ class AccountServerInline(admin.TabularInline):
         return False
 
 
+class ServiceFilter(admin.SimpleListFilter):
+    """The registered connectors, where a field filter would scan every account for its values."""
+
+    title = "service"
+    parameter_name = "service_id"
+
+    def lookups(self, request, model_admin):
+        return [(connector.service_id, connector.name) for connector in registry]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(service_id=self.value())
+        return queryset
+
+
 @admin.register(ConnectedAccount)
 class ConnectedAccountAdmin(admin.ModelAdmin):
     """End users' accounts: searchable, filterable, never showing a token.
@@ -319,7 +334,7 @@ class ConnectedAccountAdmin(admin.ModelAdmin):
     """
 
     list_display = ("__str__", "user", "uid", "username", "status", "expires_at", "last_error", "created_at")
-    list_filter = ("status", "service_id")
+    list_filter = ("status", ServiceFilter)
     search_fields = ("user__username", "user__email", "uid", "username", "display_name")
     list_select_related = ("user",)
     exclude = ("access_token", "refresh_token")

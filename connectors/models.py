@@ -77,6 +77,9 @@ class ConnectedAccount(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-pk"]
+        # The admin's list reads the newest rows first: without this index it
+        # sorts every account to show a page of them.
+        indexes = [models.Index(fields=["-created_at", "-id"], name="connected_account_newest")]
         constraints = [
             models.UniqueConstraint(
                 fields=["user", "service_id", "uid"], name="connected_account_unique_identity"

@@ -43,6 +43,14 @@ def test_list_search_filter_and_detail_show_no_token(staff, account):
     assert_no_tokens(detail, account)
 
 
+def test_the_service_filter_offers_each_connector_and_filters_by_it(staff, account):
+    html = staff.get(URL).content.decode()
+    assert '?service_id=appmixer%3Adiscord"' in html and ">Discord</a>" in html
+    assert account.username in staff.get(f"{URL}?service_id=appmixer:discord").content.decode()
+    other = staff.get(f"{URL}?service_id=appmixer:other").content.decode()
+    assert account.username not in other and "0 connected accounts" in other
+
+
 def test_accounts_cannot_be_added_by_hand(staff, account):
     assert staff.get(f"{URL}add/").status_code == 403
 
