@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1:8000
 
-.PHONY: run test bench-refresh
+.PHONY: run test bench bench-refresh
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,11 @@ run: $(VENV)/.installed .env
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The refresh_tokens benchmark (not a test): see README, "Benchmarks".
+# The benchmarks (not tests): see README, "Benchmarks". `make bench
+# BENCH_ARGS=--quick` takes a first look in about a minute.
+bench: $(VENV)/.installed-dev
+	$(PY) bench/run.py $(BENCH_ARGS)
+
 bench-refresh: $(VENV)/.installed-dev
 	$(PY) bench/refresh_tokens.py --accounts 2000 --rate 50
 	$(PY) bench/refresh_tokens.py --memory-check

@@ -25,20 +25,14 @@ appended to bench/results/refresh_tokens.md.
 
 import argparse
 import gc
-import os
-import re
-import select
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import tracemalloc
 from datetime import timedelta
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results" / "refresh_tokens.md"
+import harness
+
+RESULTS = harness.RESULTS / "refresh_tokens.md"
 OWNER_PREFIX = "bench-"
 SEED_CHUNK = 1000
 # Tokens seeded to expire in an hour: due for a sweep with --within 1d.
@@ -61,55 +55,15 @@ def parse_args():
     return parser.parse_args()
 
 
-def start_standin(rate):
-    """The stand-in in its own process, so that its work does not share our CPU time or GIL."""
-    command = [sys.executable, "-m", "discord_standin", "--port", "0"]
-    if rate:
-        command += ["--rate-limit", str(rate)]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
-    ready, _, _ = select.select([process.stdout], [], [], 30)
-    line = process.stdout.readline() if ready else ""
-    match = re.search(r"on (http://\S+)", line)
-    if match is None:
-        process.kill()
-        sys.exit(f"the stand-in did not start: {line!r}")
-    return process, match.group(1)
-
-
-def setup_django(base_url, database_url):
-    sys.path.insert(0, str(REPO))
-    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
-    os.environ["DATABASE_URL"] = database_url
-    os.environ["DISCORD_API_BASE_URL"] = f"{base_url}/api/v10"
-    os.environ["DISCORD_AUTHORIZE_URL"] = f"{base_url}/oauth2/authorize"
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-
-
 class Bench:
     def __init__(self, base_url, *, workers, batch_size):
         import requests
-
-        from connectors.config import config_update
-        from discord_standin import DEFAULT_APP
 
         self.base_url = base_url
         self.workers = workers
         self.batch_size = batch_size
         self.control = requests.Session()
-        config_update(
-            service_id="appmixer:discord",
-            values={
-                "clientId": DEFAULT_APP.client_id,
-                "clientSecret": DEFAULT_APP.client_secret,
-                "botToken": DEFAULT_APP.bot_token,
-            },
-        )
+        harness.configure_discord()
         self._check_database()
 
     def _check_database(self):
@@ -148,7 +102,7 @@ class Bench:
             ConnectedAccount.objects.bulk_create(
                 ConnectedAccount(
                     user=owner,
-                    service_id="appmixer:discord",
+                    service_id=harness.SERVICE_ID,
                     uid=grant["user_id"],
                     access_token=grant["access_token"],
                     refresh_token=grant["refresh_token"],
@@ -241,15 +195,10 @@ def table(rows, *, title, command, database):
 
 def main():
     args = parse_args()
-    command = "python " + " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
-    tmp = None
-    database_url = os.environ.get("DATABASE_URL")
-    if not database_url:
-        tmp = tempfile.mkdtemp(prefix="bench-refresh-")
-        database_url = f"sqlite:///{tmp}/bench.sqlite3"
-    standin, base_url = start_standin(None if args.memory_check else args.rate)
-    try:
-        setup_django(base_url, database_url)
+    with harness.database("bench-refresh-") as database_url, harness.standin(
+        None if args.memory_check else args.rate
+    ) as base_url:
+        harness.setup_django(base_url, database_url)
         from django.db import connection
 
         bench = Bench(base_url, workers=args.workers, batch_size=args.batch_size)
@@ -261,17 +210,12 @@ def main():
         else:
             rows = run_rate(bench, accounts=args.accounts, rate=args.rate)
             title = f"refresh_tokens: {args.accounts:,} accounts at {args.rate:g} requests/second"
-    finally:
-        standin.terminate()
-        standin.wait(10)
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
-    text = table(rows, title=title, command=command, database=database)
+    text = table(rows, title=title, command=harness.command_line(), database=database)
     print(text)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with RESULTS.open("a") as results:
         results.write(text + "\n")
-    print(f"appended to {RESULTS.relative_to(REPO)}")
+    print(f"appended to {RESULTS.relative_to(harness.REPO)}")
 
 
 if __name__ == "__main__":

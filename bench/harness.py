@@ -1,0 +1,91 @@
+"""What every benchmark under bench/ sets up the same way.
+
+A benchmark runs against the Discord stand-in in its own process (so that
+its work shares neither our CPU time nor our GIL), on a temporary SQLite
+file unless DATABASE_URL names another database, with Django configured
+from the test settings and the Discord connector configured with the
+stand-in's application.
+"""
+
+import os
+import re
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+SERVICE_ID = "appmixer:discord"
+
+
+def command_line():
+    """How this benchmark was run, as the results and the README quote it."""
+    return "python " + " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
+
+
+@contextmanager
+def standin(rate=None):
+    """The stand-in's base URL while it runs; ``rate`` limits it to so many requests a second."""
+    command = [sys.executable, "-m", "discord_standin", "--port", "0"]
+    if rate:
+        command += ["--rate-limit", str(rate)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 30)
+        line = process.stdout.readline() if ready else ""
+        match = re.search(r"on (http://\S+)", line)
+        if match is None:
+            sys.exit(f"the stand-in did not start: {line!r}")
+        yield match.group(1)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@contextmanager
+def database(prefix):
+    """DATABASE_URL if set, else a temporary SQLite file removed afterwards."""
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    folder = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield f"sqlite:///{folder}/bench.sqlite3"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def setup_django(base_url, database_url, **settings_env):
+    """Django on the test settings, pointed at the stand-in, migrated."""
+    sys.path.insert(0, str(REPO))
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    os.environ["DATABASE_URL"] = database_url
+    os.environ["DISCORD_API_BASE_URL"] = f"{base_url}/api/v10"
+    os.environ["DISCORD_AUTHORIZE_URL"] = f"{base_url}/oauth2/authorize"
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    os.environ.update(settings_env)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def configure_discord():
+    """Store the stand-in application's credentials as an operator would."""
+    from connectors.config import config_update
+    from discord_standin import DEFAULT_APP
+
+    config_update(
+        service_id=SERVICE_ID,
+        values={
+            "clientId": DEFAULT_APP.client_id,
+            "clientSecret": DEFAULT_APP.client_secret,
+            "botToken": DEFAULT_APP.bot_token,
+        },
+    )
