@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.views.decorators.debug import sensitive_variables
 
-from .exceptions import InvalidConfiguration
+from .exceptions import InvalidConfiguration, NotConfigured
 from .models import ConnectorConfig, ConnectorValue
 from .registry import registry
 
@@ -88,6 +88,20 @@ def config_values(service_id):
         ConnectorValue.objects.filter(config__service_id=service_id).values_list("key", "value")
     )
     return {f.key: stored.get(f.key, f.default) for f in connector.fields if f.key in stored or f.default}
+
+
+def config_client_values(connector):
+    """The stored values, or NotConfigured naming the ``flow_keys`` missing from them.
+
+    No token call (the flow's exchange, a refresh) can work without them.
+    """
+    values = config_values(connector.service_id)
+    missing = [key for key in connector.flow_keys if not values.get(key)]
+    if missing:
+        raise NotConfigured(
+            f"The {connector.name} connector is not configured yet (missing {', '.join(missing)})."
+        )
+    return values
 
 
 def config_keys_set(service_id):

@@ -12,8 +12,8 @@ import time
 from oauthlib.oauth2 import WebApplicationClient
 
 from .accounts import account_connect
-from .config import config_values
-from .exceptions import AccessDenied, AuthorizationFailed, NotConfigured, StateMismatch
+from .config import config_client_values
+from .exceptions import AccessDenied, AuthorizationFailed, StateMismatch
 from .oauth import oauth_session, provider_call
 
 logger = logging.getLogger("connectors.flow")
@@ -27,19 +27,9 @@ MAX_PENDING = 5
 MAX_PARAM_LENGTH = 2048
 
 
-def _client_values(connector):
-    values = config_values(connector.service_id)
-    missing = [key for key in connector.flow_keys if not values.get(key)]
-    if missing:
-        raise NotConfigured(
-            f"The {connector.name} connector is not configured yet (missing {', '.join(missing)})."
-        )
-    return values
-
-
 def flow_start(session, *, connector, next_url=None):
     """Remember a new state in ``session`` and return the provider's authorize URL."""
-    values = _client_values(connector)
+    values = config_client_values(connector)
     now = time.time()
     pending = {
         state: entry
@@ -93,7 +83,7 @@ def flow_finish(session, *, user, connector, params):
         raise AuthorizationFailed(
             f"{connector.name} did not authorize the connection ({error or 'no code was sent'})."
         )
-    values = _client_values(connector)
+    values = config_client_values(connector)
     oauth = oauth_session(
         connector,
         client_id=values["clientId"],

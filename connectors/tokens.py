@@ -17,8 +17,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from .accounts import token_fields
-from .config import config_values
-from .exceptions import ConnectorError, InvalidGrant, NeedsReconnect, NotConfigured
+from .config import config_client_values
+from .exceptions import ConnectorError, InvalidGrant, NeedsReconnect
 from .models import ConnectedAccount
 from .oauth import token_refresh
 
@@ -112,9 +112,7 @@ def account_refresh(account, *, margin=None, force=False, skip_locked=False):
 
 def _refresh_locked(locked):
     connector = locked.connector
-    values = config_values(connector.service_id)
-    if not values.get("clientId") or not values.get("clientSecret"):
-        raise NotConfigured(f"The {connector.name} connector has no client ID and secret.")
+    values = config_client_values(connector)
     if not locked.refresh_token:
         raise InvalidGrant("The account has no refresh token.")
     token = token_refresh(

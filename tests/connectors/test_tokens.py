@@ -20,7 +20,8 @@ from django.db import connection
 from django.utils import timezone
 from django.utils.html import escape
 
-from connectors.exceptions import NeedsReconnect, ProviderUnavailable, RateLimited
+from connectors.config import config_update
+from connectors.exceptions import NeedsReconnect, NotConfigured, ProviderUnavailable, RateLimited
 from connectors.models import ConnectedAccount
 from connectors.tokens import RECONNECT_REASON, account_refresh, fresh_access_token
 from tests.conftest import SERVICE_ID
@@ -236,6 +237,18 @@ def test_a_server_error_keeps_the_stored_tokens_and_records_the_fault(standin, e
     token = fresh_access_token(expiring)
     assert standin.access_token_valid(token)
     assert ConnectedAccount.objects.get(pk=expiring.pk).last_error == ""
+
+
+def test_a_connector_without_its_secret_keeps_the_stored_tokens_and_says_what_is_missing(
+    standin, expiring
+):
+    config_update(service_id=SERVICE_ID, clear=["clientSecret"])
+
+    with pytest.raises(NotConfigured, match="missing clientSecret"):
+        fresh_access_token(expiring)
+
+    assert "missing clientSecret" in assert_unchanged(expiring).last_error
+    assert standin.count("token") == 0
 
 
 def test_a_timeout_keeps_the_stored_tokens_and_records_the_fault(standin, expiring, settings):
