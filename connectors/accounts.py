@@ -20,9 +20,8 @@ class ConnectResult:
     server: AccountServer | None
 
 
-def token_fields(token, *, now=None):
+def token_fields(token, *, now):
     """The model fields a token answer sets; shared by connect and refresh."""
-    now = now or timezone.now()
     scope = token.get("scope") or []
     if isinstance(scope, str):
         scope = scope.split()
@@ -40,9 +39,9 @@ def _upsert(instance, *, unique, keep=()):
     """Insert ``instance``, or update the row its ``unique`` fields name, in one statement.
 
     Leaves ``instance`` carrying its row's primary key. One INSERT ... ON
-    CONFLICT DO UPDATE replaces a locked read, an insert under a savepoint and
-    its retry: the database settles two simultaneous connects of one identity
-    by itself, and the callback spends two statements where it spent ten.
+    CONFLICT DO UPDATE replaces update_or_create's six statements (a locked
+    read, an insert under savepoints, their releases), and the database
+    settles two simultaneous connects of one identity by itself.
     """
     model = type(instance)
     update = [

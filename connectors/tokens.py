@@ -47,10 +47,10 @@ def _margin(margin):
     return timedelta(seconds=settings.TOKEN_REFRESH_MARGIN if margin is None else margin)
 
 
-def _usable(expires_at, status, *, margin, now=None):
+def _usable(expires_at, status, *, margin):
     if status != ConnectedAccount.Status.ACTIVE:
         return False
-    return expires_at is None or expires_at > (now or timezone.now()) + margin
+    return expires_at is None or expires_at > timezone.now() + margin
 
 
 def fresh_access_token(account, *, margin=None):
