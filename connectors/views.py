@@ -30,13 +30,13 @@ def _connector(provider):
         raise Http404("No such provider.") from None
 
 
-def _safe_next(request, url):
-    """Only paths on this site; anything else falls back to the accounts page."""
+def _on_site(request, url):
+    """``url`` when it stays on this site, else None."""
     if url and url_has_allowed_host_and_scheme(
         url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
     ):
         return url
-    return reverse("accounts")
+    return None
 
 
 @login_required
@@ -58,11 +58,7 @@ def accounts(request):
 @require_GET
 def connect(request, provider):
     connector = _connector(provider)
-    next_url = request.GET.get("next")
-    if next_url and not url_has_allowed_host_and_scheme(
-        next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        next_url = None
+    next_url = _on_site(request, request.GET.get("next"))
     try:
         url = flow_start(request.session, connector=connector, next_url=next_url)
     except NotConfigured as error:
@@ -107,7 +103,7 @@ def callback(request, provider):
             request,
             f"Connected {connector.name} account {name}, but the bot was not added to a server.",
         )
-    return redirect(_safe_next(request, next_url))
+    return redirect(_on_site(request, next_url) or reverse("accounts"))
 
 
 def _flow_page(request, connector, error, *, title, status):
@@ -123,7 +119,7 @@ def _flow_page(request, connector, error, *, title, status):
 @require_POST
 def disconnect(request, pk):
     account = get_object_or_404(ConnectedAccount, pk=pk, user=request.user)
-    connector = registry.get(account.service_id)
+    connector = account.connector
     name = account.display_name or account.username or account.uid
     if account_disconnect(account=account, connector=connector):
         messages.success(request, f"Disconnected {name}; {connector.name} revoked the access.")
