@@ -4,6 +4,7 @@ from django.apps import apps
 from django.db import connection, transaction
 
 from .fields import encrypted_fields
+from .models import rows_by_pk
 
 
 def encrypted_models():
@@ -36,24 +37,6 @@ def stored_values_unreadable(sample=None):
 ROTATE_BATCH = 500
 
 
-def _locked_rows(manager, names):
-    """Every row's pk and values, locked, in fully fetched batches.
-
-    A server-side cursor (``iterator()``) would stay open when a value fails to
-    decrypt, and closing it after the rollback breaks an enclosing transaction
-    on PostgreSQL; a batch read as a list closes its cursor before any value
-    is decrypted.
-    """
-    rows = manager.select_for_update().order_by("pk").values_list("pk", *names)
-    last = None
-    while True:
-        batch = list((rows if last is None else rows.filter(pk__gt=last))[:ROTATE_BATCH])
-        if not batch:
-            return
-        yield from batch
-        last = batch[-1][0]
-
-
 @transaction.atomic
 def encryption_key_rotate():
     """Rewrite every encrypted value under the first key; return how many were rewritten.
@@ -66,7 +49,11 @@ def encryption_key_rotate():
     for model in encrypted_models():
         names = [f.name for f in encrypted_fields(model)]
         manager = model._default_manager
-        for pk, *values in _locked_rows(manager, names):
+        # Whole batches: a server-side cursor (``iterator()``) would stay open
+        # when a value fails to decrypt, and closing it after the rollback
+        # breaks an enclosing transaction on PostgreSQL.
+        rows = rows_by_pk(manager.select_for_update(), ("pk", *names), batch_size=ROTATE_BATCH)
+        for pk, *values in rows:
             manager.filter(pk=pk).update(**dict(zip(names, values)))
             rewritten += sum(value is not None for value in values)
     return rewritten

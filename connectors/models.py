@@ -119,3 +119,23 @@ class AccountServer(models.Model):
 
     def __str__(self):
         return self.name or self.server_id
+
+
+def rows_by_pk(queryset, fields, *, batch_size):
+    """Yield ``fields`` (which name "pk") of every row, a keyset page of ``batch_size`` at a time.
+
+    Each page is its own query, read to the end before its rows are used:
+    paging on the primary key (not OFFSET) keeps every page cheap, is not
+    thrown off by rows that stop matching meanwhile, and leaves no cursor
+    open while the caller works on a row.
+    """
+    ordered = queryset.order_by("pk")
+    at = list(fields).index("pk")
+    last = None
+    while True:
+        page = ordered if last is None else ordered.filter(pk__gt=last)
+        rows = list(page.values_list(*fields)[:batch_size])
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1][at]

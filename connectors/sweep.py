@@ -18,7 +18,7 @@ from django.db import connection
 from django.utils import timezone
 
 from .exceptions import ConnectorError, NeedsReconnect, NotConfigured, ProviderError
-from .models import ConnectedAccount
+from .models import ConnectedAccount, rows_by_pk
 from .tokens import account_refresh
 
 logger = logging.getLogger("connectors.sweep")
@@ -47,29 +47,22 @@ class Summary:
         )
 
 
-def due_queryset(*, within, now=None):
+def due_queryset(*, within):
     """Active accounts with an expiry inside the window; accounts without one never expire."""
-    cutoff = (now or timezone.now()) + within
     return ConnectedAccount.objects.filter(
-        status=ConnectedAccount.Status.ACTIVE, expires_at__isnull=False, expires_at__lte=cutoff
+        status=ConnectedAccount.Status.ACTIVE,
+        expires_at__isnull=False,
+        expires_at__lte=timezone.now() + within,
     )
 
 
-def due_accounts(*, within, batch_size=200, fields=("pk",), now=None):
-    """Yield ``fields`` of each due account, one keyset page of ``batch_size`` at a time.
+def due_accounts(*, within, batch_size=200, fields=("pk",)):
+    """Yield ``fields`` of each due account, a keyset page of ``batch_size`` at a time.
 
-    Paging on the primary key (not OFFSET) keeps every page cheap and is not
-    thrown off by rows that stop matching while the sweep refreshes them.
+    A page is not thrown off by accounts the sweep refreshes (and so takes
+    out of the window) while it reads the next.
     """
-    candidates = due_queryset(within=within, now=now).order_by("pk")
-    last = None
-    while True:
-        page = candidates if last is None else candidates.filter(pk__gt=last)
-        rows = list(page.values_list(*fields)[:batch_size])
-        if not rows:
-            return
-        yield from rows
-        last = rows[-1][fields.index("pk")]
+    return rows_by_pk(due_queryset(within=within), fields, batch_size=batch_size)
 
 
 def refresh_due(*, within, workers=4, batch_size=200, on_progress=None):
