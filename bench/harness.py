@@ -3,8 +3,7 @@
 A benchmark runs against the Discord stand-in in its own process (so that
 its work shares neither our CPU time nor our GIL), on a temporary SQLite
 file unless DATABASE_URL names another database, with Django configured
-from the test settings and the Discord connector configured with the
-stand-in's application.
+from the test settings.
 """
 
 import os
@@ -74,18 +73,3 @@ def setup_django(base_url, database_url, **settings_env):
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-
-
-def configure_discord():
-    """Store the stand-in application's credentials as an operator would."""
-    from connectors.config import config_update
-    from discord_standin import DEFAULT_APP
-
-    config_update(
-        service_id=SERVICE_ID,
-        values={
-            "clientId": DEFAULT_APP.client_id,
-            "clientSecret": DEFAULT_APP.client_secret,
-            "botToken": DEFAULT_APP.bot_token,
-        },
-    )

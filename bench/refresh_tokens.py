@@ -59,11 +59,13 @@ class Bench:
     def __init__(self, base_url, *, workers, batch_size):
         import requests
 
+        from connectors.discord.standin import store_standin_credentials
+
         self.base_url = base_url
         self.workers = workers
         self.batch_size = batch_size
         self.control = requests.Session()
-        harness.configure_discord()
+        store_standin_credentials()
         self._check_database()
 
     def _check_database(self):

@@ -210,11 +210,12 @@ class Suite:
         import requests
         from django.contrib.auth import get_user_model
 
+        from connectors.discord.standin import store_standin_credentials
         from connectors.models import ConnectedAccount, ConnectorConfig
 
         if ConnectedAccount.objects.exists():
             raise SystemExit("the database already holds accounts; use an empty database.")
-        harness.configure_discord()
+        store_standin_credentials()
         self.base_url = base_url
         self.flows = flows
         self.rows = []

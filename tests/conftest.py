@@ -4,6 +4,7 @@ import socket
 import pytest
 
 from connectors.config import config_update
+from connectors.discord.standin import store_standin_credentials
 
 SERVICE_ID = "appmixer:discord"
 
@@ -77,12 +78,5 @@ def standin(_standin_server, settings, db):
     settings.DISCORD_API_BASE_URL = server.api_base_url
     settings.DISCORD_AUTHORIZE_URL = server.authorize_url
     settings.DISCORD_HTTP_TIMEOUT = 2.0
-    config_update(
-        service_id=SERVICE_ID,
-        values={
-            "clientId": server.app.client_id,
-            "clientSecret": server.app.client_secret,
-            "botToken": server.app.bot_token,
-        },
-    )
+    store_standin_credentials(server.app)
     return server

@@ -1,10 +1,10 @@
 from django.conf import settings
 from django.contrib.staticfiles.management.commands.runserver import Command as RunserverCommand
 
-from connectors.config import config_update
-from discord_standin import DEFAULT_APP, StandIn
+from discord_standin import StandIn
 
 from ...connector import DiscordConnector
+from ...standin import store_standin_credentials
 
 
 class Command(RunserverCommand):
@@ -18,14 +18,7 @@ class Command(RunserverCommand):
         # stand-in runs exactly once, beside the code it serves.
         if settings.DISCORD_EMULATOR:
             standin = StandIn(port=settings.DISCORD_EMULATOR_PORT).start()
-            config_update(
-                service_id=DiscordConnector.service_id,
-                values={
-                    "clientId": DEFAULT_APP.client_id,
-                    "clientSecret": DEFAULT_APP.client_secret,
-                    "botToken": DEFAULT_APP.bot_token,
-                },
-            )
+            store_standin_credentials()
             self.stdout.write(
                 f"Local Discord stand-in at {standin.base_url} (DISCORD_EMULATOR is on); "
                 f"{DiscordConnector.service_id} now holds its credentials."
