@@ -171,23 +171,6 @@ def test_connecting_the_same_identity_twice_updates_one_account(client_alice, st
     assert [s.name for s in account.servers.all()] == ["Second server", user.guilds[0].name]
 
 
-def test_reconnecting_revives_the_account_in_place(client_alice, standin):
-    connect(client_alice, standin)
-    first = ConnectedAccount.objects.get()
-    ConnectedAccount.objects.filter(pk=first.pk).update(
-        status=ConnectedAccount.Status.NEEDS_RECONNECT,
-        status_reason="Discord refused the refresh token.",
-        last_error="invalid_grant",
-    )
-    connect(client_alice, standin)
-    account = ConnectedAccount.objects.get()
-    assert (account.pk, account.created_at) == (first.pk, first.created_at)
-    assert account.updated_at > first.updated_at
-    assert account.status == ConnectedAccount.Status.ACTIVE
-    assert (account.status_reason, account.last_error) == ("", "")
-    assert account.servers.count() == 1
-
-
 def test_a_user_may_connect_a_second_identity(client_alice, alice, standin):
     connect(client_alice, standin)
     standin.login(standin.add_user(username="alice_alt", global_name="Alice Alt"))

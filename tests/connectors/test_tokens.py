@@ -197,7 +197,9 @@ def test_reconnecting_the_same_identity_makes_the_account_active_again(
     connect(client_alice, standin)
 
     stored = ConnectedAccount.objects.get()
-    assert stored.pk == account.pk
+    assert (stored.pk, stored.created_at) == (account.pk, account.created_at)
+    assert stored.updated_at > account.updated_at
+    assert stored.servers.count() == 1
     assert stored.status == ConnectedAccount.Status.ACTIVE
     assert stored.status_reason == ""
     assert stored.last_error == ""
