@@ -4,8 +4,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 from django.db import connection
+from django.urls import reverse
 
-from connectors.models import ConnectorValue
+from connectors.models import ConnectorConfig, ConnectorValue
+from tests.conftest import SERVICE_ID
 
 
 def raw_values():
@@ -16,6 +18,12 @@ def raw_values():
             f"SELECT {quote('key')}, {quote('value')} FROM {quote(ConnectorValue._meta.db_table)}"
         )
         return dict(cursor.fetchall())
+
+
+def config_admin_url(view):
+    """An admin page of the stored Discord configuration: change, history, test_credentials."""
+    config = ConnectorConfig.objects.get(service_id=SERVICE_ID)
+    return reverse(f"admin:connectors_connectorconfig_{view}", args=[config.pk])
 
 
 REDIRECT_URI = "https://backoffice.example.com/auth/discord/callback"

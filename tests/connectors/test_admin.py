@@ -13,7 +13,7 @@ from django.views.debug import SafeExceptionReporterFilter
 from connectors.config import config_keys_set, config_update, config_values
 from connectors.models import ConnectorConfig, ConnectorValue
 from tests.conftest import BOT_TOKEN, CLIENT_ID, CLIENT_SECRET, SERVICE_ID
-from tests.helpers import raw_values
+from tests.helpers import config_admin_url, raw_values
 
 CHANGELIST = "/admin/connectors/connectorconfig/"
 ADD = "/admin/connectors/connectorconfig/add/"
@@ -44,21 +44,6 @@ def assert_no_secret(page):
         assert not leaked, f"a page shows part of a secret: {leaked}"
 
 
-def change_url():
-    config = ConnectorConfig.objects.get(service_id=SERVICE_ID)
-    return reverse("admin:connectors_connectorconfig_change", args=[config.pk])
-
-
-def history_url():
-    config = ConnectorConfig.objects.get(service_id=SERVICE_ID)
-    return reverse("admin:connectors_connectorconfig_history", args=[config.pk])
-
-
-def credentials_test_url():
-    config = ConnectorConfig.objects.get(service_id=SERVICE_ID)
-    return reverse("admin:connectors_connectorconfig_test_credentials", args=[config.pk])
-
-
 def form_data(page, **changes):
     """What a browser posts for the page as rendered, with ``changes`` typed in.
 
@@ -79,8 +64,8 @@ def form_data(page, **changes):
 
 
 def save(client, **changes):
-    page = client.get(change_url())
-    return client.post(change_url(), form_data(page, **changes))
+    page = client.get(config_admin_url("change"))
+    return client.post(config_admin_url("change"), form_data(page, **changes))
 
 
 def stored():
@@ -176,7 +161,7 @@ def test_there_is_nothing_to_add_once_every_connector_is_configured(admin_client
 
 
 def test_the_change_page_says_a_secret_is_set_but_never_renders_it(admin_client, configured):
-    page = admin_client.get(change_url())
+    page = admin_client.get(config_admin_url("change"))
 
     html = page.content.decode()
     assert page.status_code == 200
@@ -195,7 +180,7 @@ def test_secrets_saved_through_the_admin_are_not_shown_on_any_page_after(admin_c
 
     assert done.status_code == 302
     assert stored() == {"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET, "botToken": BOT_TOKEN}
-    for url in (CHANGELIST, change_url(), history_url()):
+    for url in (CHANGELIST, config_admin_url("change"), config_admin_url("history")):
         page = admin_client.get(url)
         assert page.status_code == 200
         assert_no_secret(page)
@@ -215,7 +200,7 @@ def test_the_clear_box_removes_a_secret(admin_client, configured):
     assert done.status_code == 302
     assert "botToken" not in config_keys_set(SERVICE_ID)
     assert stored()["clientSecret"] == CLIENT_SECRET
-    page = admin_client.get(change_url())
+    page = admin_client.get(config_admin_url("change"))
     assert "Not set." in page.content.decode()
     assert 'name="clear_botToken"' not in page.content.decode()
     assert history() == ["Changed botToken."]
@@ -300,7 +285,7 @@ def test_the_history_names_the_keys_that_changed_never_their_values(admin_client
     assert history() == ["Changed clientSecret and botToken."]
     raw = "".join(LogEntry.objects.values_list("change_message", flat=True))
     assert_no_secret(raw)
-    page = admin_client.get(history_url())
+    page = admin_client.get(config_admin_url("history"))
     assert "Changed clientSecret and botToken." in page.content.decode()
     assert_no_secret(page)
 
@@ -327,7 +312,7 @@ def test_posted_secrets_are_kept_out_of_error_reports(admin_client, configured):
 
 
 def test_the_redirect_url_is_shown_ready_to_copy_beside_the_checklist(admin_client, configured):
-    html = admin_client.get(change_url()).content.decode()
+    html = admin_client.get(config_admin_url("change")).content.decode()
 
     assert f'value="{REDIRECT_URL}" readonly' in html
     assert "Bot → Requires OAuth2 Code Grant: on." in html
@@ -339,10 +324,10 @@ def test_the_add_page_shows_the_redirect_url_too(admin_client, db):
 
 
 def test_the_change_page_has_a_test_credentials_button_outside_the_form(admin_client, configured):
-    html = admin_client.get(change_url()).content.decode()
+    html = admin_client.get(config_admin_url("change")).content.decode()
 
     form_end = html.index("</form>", html.index('id="connectorconfig_form"'))
-    button = html.index(f'action="{credentials_test_url()}"')
+    button = html.index(f'action="{config_admin_url("test_credentials")}"')
     assert button > form_end
     assert 'value="Test credentials"' in html
 
@@ -352,8 +337,8 @@ def test_the_change_page_has_a_test_credentials_button_outside_the_form(admin_cl
 
 def test_staff_without_permission_are_refused(client, staff, configured):
     assert client.get(CHANGELIST).status_code == 403
-    assert client.get(change_url()).status_code == 403
-    assert client.post(change_url(), {"clientId": OTHER_CLIENT_ID}).status_code == 403
+    assert client.get(config_admin_url("change")).status_code == 403
+    assert client.post(config_admin_url("change"), {"clientId": OTHER_CLIENT_ID}).status_code == 403
     assert client.get(ADD).status_code == 403
     assert stored() == configured
 
@@ -361,7 +346,7 @@ def test_staff_without_permission_are_refused(client, staff, configured):
 def test_staff_who_may_only_view_see_masked_values_and_cannot_save(client, staff, configured):
     grant(staff, "view_connectorconfig")
 
-    page = client.get(change_url())
+    page = client.get(config_admin_url("change"))
 
     html = page.content.decode()
     assert page.status_code == 200
@@ -371,7 +356,7 @@ def test_staff_who_may_only_view_see_masked_values_and_cannot_save(client, staff
     assert "Test credentials" not in html
     assert "Clear client secret" not in html
     assert_no_secret(html)
-    assert client.post(change_url(), {"clientId": OTHER_CLIENT_ID}).status_code == 403
+    assert client.post(config_admin_url("change"), {"clientId": OTHER_CLIENT_ID}).status_code == 403
     assert stored() == configured
 
 
@@ -387,11 +372,11 @@ def test_staff_with_the_change_permission_can_save(client, staff, configured):
 def test_people_who_are_not_staff_are_sent_to_the_login(client, django_user_model, configured):
     client.force_login(django_user_model.objects.create_user("ada"))
 
-    for url in (CHANGELIST, change_url(), ADD):
+    for url in (CHANGELIST, config_admin_url("change"), ADD):
         page = client.get(url)
         assert page.status_code == 302
         assert page["Location"].startswith("/admin/login/?next=")
-    assert client.post(change_url(), {"clientId": OTHER_CLIENT_ID}).status_code == 302
+    assert client.post(config_admin_url("change"), {"clientId": OTHER_CLIENT_ID}).status_code == 302
     assert stored() == configured
 
 
@@ -399,7 +384,7 @@ def test_people_who_are_not_staff_are_sent_to_the_login(client, django_user_mode
 
 
 def test_a_wrong_key_shows_an_error_instead_of_a_form(admin_client, wrong_key):
-    page = admin_client.get(change_url())
+    page = admin_client.get(config_admin_url("change"))
 
     html = page.content.decode()
     assert page.status_code == 409
@@ -413,7 +398,7 @@ def test_posting_under_a_wrong_key_changes_nothing_stored(admin_client, wrong_ke
     before_raw, before = raw_values(), updated_at()
 
     page = admin_client.post(
-        change_url(), {"clientId": OTHER_CLIENT_ID, "clientSecret": "new-secret", "clear_botToken": "on"}
+        config_admin_url("change"), {"clientId": OTHER_CLIENT_ID, "clientSecret": "new-secret", "clear_botToken": "on"}
     )
 
     assert page.status_code == 409
@@ -448,17 +433,17 @@ def test_deleting_several_under_a_wrong_key_is_refused(admin_client, wrong_key):
 def test_the_values_read_again_once_the_key_is_back(admin_client, settings, configured):
     key = settings.FIELD_ENCRYPTION_KEY
     settings.FIELD_ENCRYPTION_KEY = [Fernet.generate_key().decode()]
-    assert admin_client.get(change_url()).status_code == 409
+    assert admin_client.get(config_admin_url("change")).status_code == 409
 
     settings.FIELD_ENCRYPTION_KEY = key
 
-    assert admin_client.get(change_url()).status_code == 200
+    assert admin_client.get(config_admin_url("change")).status_code == 200
     assert stored() == configured
 
 
 def test_test_credentials_under_a_wrong_key_shows_the_error_and_asks_nobody(admin_client, wrong_key):
     with responses.RequestsMock() as discord:
-        page = admin_client.post(credentials_test_url())
+        page = admin_client.post(config_admin_url("test_credentials"))
 
     assert page.status_code == 409
     assert "FIELD_ENCRYPTION_KEY" in page.content.decode()

@@ -10,13 +10,12 @@ import pytest
 import requests
 import responses
 from django.test import Client
-from django.urls import reverse
 
 from connectors.discord.credentials import RETRY_HINT
-from connectors.models import ConnectorConfig
 from connectors.registry import registry
 from tests.conftest import BOT_TOKEN, CLIENT_ID, CLIENT_SECRET, SERVICE_ID
 from tests.connectors.test_admin import assert_no_secret, grant
+from tests.helpers import config_admin_url
 
 FIXTURES = Path(__file__).parent / "discord" / "fixtures"
 API = "https://discord.com/api/v10"
@@ -202,18 +201,8 @@ def test_values_not_set_fail_without_asking_discord(db):
 # Through the admin's button
 
 
-def button_url():
-    config = ConnectorConfig.objects.get(service_id=SERVICE_ID)
-    return reverse("admin:connectors_connectorconfig_test_credentials", args=[config.pk])
-
-
-def change_url():
-    config = ConnectorConfig.objects.get(service_id=SERVICE_ID)
-    return reverse("admin:connectors_connectorconfig_change", args=[config.pk])
-
-
 def test_the_button_shows_a_row_per_check_and_no_secret(admin_client, configured, discord):
-    page = admin_client.post(button_url())
+    page = admin_client.post(config_admin_url("test_credentials"))
 
     html = page.content.decode()
     assert page.status_code == 200
@@ -222,7 +211,7 @@ def test_the_button_shows_a_row_per_check_and_no_secret(admin_client, configured
         assert f'<th scope="row">{name}</th>' in html
     assert html.count('<span title="passed">✓</span>') == 7
     assert "Accepted: the bot is Backoffice Bot (987654321098765432)." in html
-    assert f'href="{change_url()}"' in html
+    assert f'href="{config_admin_url("change")}"' in html
     assert_no_secret(html)
 
 
@@ -231,7 +220,7 @@ def test_the_button_shows_failures_with_their_hints(admin_client, configured, di
         responses.GET, APPLICATION, json=payload("application", bot_public=False, flags=0)
     )
 
-    html = admin_client.post(button_url()).content.decode()
+    html = admin_client.post(config_admin_url("test_credentials")).content.decode()
 
     assert "2 of 7 checks failed." in html
     assert html.count('<span title="failed">✗</span>') == 2
@@ -244,7 +233,7 @@ def test_the_button_after_an_outage_says_to_try_again(admin_client, configured, 
     discord.replace(responses.GET, BOT_USER, body=requests.Timeout())
     discord.assert_all_requests_are_fired = False
 
-    html = admin_client.post(button_url()).content.decode()
+    html = admin_client.post(config_admin_url("test_credentials")).content.decode()
 
     assert "Discord did not answer in time." in html
     assert RETRY_HINT in html
@@ -253,7 +242,7 @@ def test_the_button_after_an_outage_says_to_try_again(admin_client, configured, 
 
 def test_the_button_only_answers_a_post(admin_client, configured):
     with responses.RequestsMock() as discord:
-        assert admin_client.get(button_url()).status_code == 405
+        assert admin_client.get(config_admin_url("test_credentials")).status_code == 405
     assert len(discord.calls) == 0
 
 
@@ -263,7 +252,7 @@ def test_the_button_needs_the_change_permission(client, django_user_model, confi
     grant(user, "view_connectorconfig")
 
     with responses.RequestsMock() as discord:
-        assert client.post(button_url()).status_code == 403
+        assert client.post(config_admin_url("test_credentials")).status_code == 403
     assert len(discord.calls) == 0
 
 
@@ -271,7 +260,7 @@ def test_the_button_sends_people_who_are_not_staff_to_the_login(client, django_u
     client.force_login(django_user_model.objects.create_user("ada"))
 
     with responses.RequestsMock() as discord:
-        page = client.post(button_url())
+        page = client.post(config_admin_url("test_credentials"))
 
     assert page.status_code == 302
     assert page["Location"].startswith("/admin/login/?next=")
@@ -283,5 +272,5 @@ def test_the_button_refuses_a_post_without_the_csrf_token(configured, admin_user
     browser.force_login(admin_user)
 
     with responses.RequestsMock() as discord:
-        assert browser.post(button_url()).status_code == 403
+        assert browser.post(config_admin_url("test_credentials")).status_code == 403
     assert len(discord.calls) == 0
