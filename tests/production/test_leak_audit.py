@@ -41,8 +41,8 @@ from connectors.exceptions import ConnectorError
 from connectors.models import ConnectedAccount, ConnectorConfig, ConnectorValue
 from connectors.tokens import fresh_access_token
 from tests.conftest import BOT_TOKEN, CLIENT_ID, CLIENT_SECRET, SERVICE_ID
-from tests.connectors.test_admin import ADD, change_url, credentials_test_url, form_data, history_url
-from tests.connectors.test_flow import decide, finish, start
+from tests.connectors.test_admin import ADD, form_data
+from tests.helpers import config_admin_url, decide, finish, start
 
 WINDOW = 8
 SHOWN_ON_PURPOSE = (CLIENT_ID,)
@@ -193,9 +193,9 @@ def test_the_whole_life_cycle_leaks_no_secret(audit, standin, admin_client, clie
         form_data(page, service_id=SERVICE_ID, clientId=CLIENT_ID, clientSecret=CLIENT_SECRET, botToken=BOT_TOKEN),
     )
     assert audit.response(done).status_code == 302
-    for url in (CONFIGS, change_url(), history_url()):
+    for url in (CONFIGS, config_admin_url("change"), config_admin_url("history")):
         assert audit.response(admin_client.get(url)).status_code == 200
-    checked = audit.response(admin_client.post(credentials_test_url()))
+    checked = audit.response(admin_client.post(config_admin_url("test_credentials")))
     assert checked.status_code == 200
 
     # The commands.
