@@ -14,7 +14,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--rate-limit", type=float, default=None, metavar="PER_SECOND",
-                        help="global requests per second over /api/v10 (default: unlimited)")
+                        help="requests per second in every bucket, counted per route and Authorization"
+                             " header as Discord does (default: unlimited)")
+    parser.add_argument("--global-rate-limit", type=float, default=None, metavar="PER_SECOND",
+                        help="requests per second over all of /api/v10, checked before the buckets"
+                             " (default: unlimited)")
     parser.add_argument("--redirect-uri", action="append", default=None, metavar="URL",
                         help="registered redirect; repeat for more (default: accept any)")
     return parser.parse_args(argv)
@@ -28,7 +32,8 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    standin = StandIn(host=args.host, port=args.port, redirect_uris=args.redirect_uri, rate_limit=args.rate_limit)
+    standin = StandIn(host=args.host, port=args.port, redirect_uris=args.redirect_uri,
+                      rate_limit=args.rate_limit, global_limit=args.global_rate_limit)
     standin.start()
     print(f"Discord stand-in (not Discord) on {standin.base_url}")
     print(f"  DISCORD_AUTHORIZE_URL={standin.authorize_url}")

@@ -25,6 +25,43 @@ Things a user of the stand-in should know:
   ``fail_next("token.refresh_token")`` only refreshes.
 - ``accumulate_scopes = True`` makes a code exchange answer every scope the user
   ever granted, as Discord may.
+
+Rate limits (only under ``/api/v10``), after Discord's:
+
+- Every route has its own bucket, named by an opaque hash in
+  ``X-RateLimit-Bucket`` (``bucket_of(kind)``): the token endpoint (all grant
+  types) is one, the revocation, ``/users/@me``, ``/users/@me/guilds``,
+  ``/oauth2/@me`` and ``/oauth2/applications/@me`` one each, unknown paths
+  share one. Counters are per (bucket, Authorization header value): each
+  Bearer token has its own, the token endpoint called with HTTP Basic shares
+  one for the application, and requests without Authorization (client
+  credentials in the form, say) share the empty one.
+- ``rate_limit(n)`` (``--rate-limit``, ``POST /_standin/rate_limit
+  {"per_second": n}``) sets the limit of every such counter: a fixed window of
+  one second that starts at the first request after the previous one ended.
+  Without a limit the headers still count down from 10000 and nothing is
+  refused. Beyond the limit: 429 ``{"message": "You are being rate limited.",
+  "retry_after": <to the window's end>, "global": false}`` with
+  ``X-RateLimit-Scope: user``, ``Retry-After`` (whole seconds, at least 1) and
+  the bucket headers at Remaining 0; the request is not carried out.
+- ``global_limit(n)`` (``--global-rate-limit``, ``{"global_per_second": n}``)
+  is one such window over every API request, checked before the buckets (a
+  request it lets through counts even if its bucket then refuses it). Beyond
+  it: 429 with ``"global": true``, ``X-RateLimit-Global: true``,
+  ``X-RateLimit-Scope: global``, ``Retry-After`` and no bucket headers.
+- ``rate_limit_next()`` forces 429s before either check, without using up
+  either window; a forced non-global one carries the route's bucket headers
+  with Reset-After equal to its retry_after.
+- Changing a limit starts fresh windows; ``reset()`` restores the
+  constructor's limits. ``count()`` counts every request received, refused or
+  not; ``count_429()`` and ``stats()["rate_limited"]`` count the 429 answers
+  sent (those from ``fail_next(..., 429)`` included; unknown paths only in the
+  total).
+
+Slow answers: ``delay_next`` sleeps before the request is handled (nothing
+happened yet when the client gives up); ``delay_answer_next`` handles it first
+and then holds the answer back, as when Discord rotates the tokens of a
+refresh whose answer arrives after the client's timeout.
 """
 
 from __future__ import annotations
@@ -32,6 +69,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import hashlib
 import html
 import json
 import math
@@ -80,6 +118,14 @@ REQUEST_KINDS = (
     "token.authorization_code", "token.refresh_token", "token.client_credentials",
     "revoke", "users_me", "oauth2_me", "applications_me", "guilds", "authorize",
 )
+RATE_LIMIT_SCOPES = ("user", "global", "shared")
+UNKNOWN_ROUTE = "unknown"
+
+
+def bucket_of(kind: str | None) -> str:
+    """The opaque X-RateLimit-Bucket of a request kind's route: every grant type shares the token route's."""
+    route = kind.split(".")[0] if kind else UNKNOWN_ROUTE
+    return hashlib.sha1(route.encode()).hexdigest()[:16]
 
 
 def _recommended_install_config() -> dict[str, Any]:
@@ -182,6 +228,23 @@ class Answer:
     body: bytes = b""
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+    send_after: float = 0.0
+
+
+@dataclass
+class _Window:
+    """One fixed one-second rate-limit window; it opens at the first request after the last one closed."""
+
+    start: float = 0.0
+    used: int = 0
+
+    def roll(self, now: float) -> None:
+        if now >= self.start + 1.0:
+            self.start, self.used = now, 0
+
+    @property
+    def end(self) -> float:
+        return self.start + 1.0
 
 
 def json_answer(status: int, payload: Any, headers: dict[str, str] | None = None) -> Answer:
@@ -287,6 +350,7 @@ class StandIn:
         redirect_uris: Iterable[str] | None = None,
         access_token_ttl: int = 604800,
         rate_limit: float | None = None,
+        global_limit: float | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -295,7 +359,8 @@ class StandIn:
             self.app.redirect_uris = list(redirect_uris)
         self.access_token_ttl = access_token_ttl
         self.accumulate_scopes = False
-        self._initial_rate = rate_limit
+        self._initial_rate = _check_rate(rate_limit)
+        self._initial_global = _check_rate(global_limit)
         self._lock = threading.RLock()
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -365,10 +430,15 @@ class StandIn:
             self._counts: dict[str, int] = {}
             self._faults: list[tuple[str, int]] = []
             self._delays: list[tuple[str, float]] = []
-            self._forced_429: list[tuple[float, bool]] = []
+            self._late_answers: list[tuple[str, float]] = []
+            self._forced_429: list[tuple[float, bool, str]] = []
+            self._rate_limited = 0
+            self._rate_limited_counts: dict[str, int] = {}
             self._per_second = self._initial_rate
-            self._window_start = 0.0
-            self._window_used = 0
+            self._global_per_second = self._initial_global
+            self._buckets: dict[tuple[str, str], _Window] = {}
+            self._global_window = _Window()
+            self._next_prune = 0.0
             default = self.add_user(id="100000000000000003", username="standin_user", global_name="Stand-in User",
                                     email="standin_user@standin.invalid",
                                     guilds=[{"id": "100000000000000004", "name": "Stand-in User's server"}])
@@ -470,18 +540,45 @@ class StandIn:
             self._faults.extend([(kind, int(status))] * count)
 
     def delay_next(self, kind: str, seconds: float = 3.0, count: int = 1) -> None:
+        """Sleeps before handling: a client that gives up meanwhile changed nothing."""
         with self._lock:
             self._delays.extend([(kind, float(seconds))] * count)
 
+    def delay_answer_next(self, kind: str, seconds: float = 3.0, count: int = 1) -> None:
+        """Handles the request (a refresh rotates the tokens) and only then holds the answer back `seconds`.
+
+        It applies to the next requests of `kind` that reach their handler, not to ones refused by a rate
+        limit or answered by fail_next.
+        """
+        with self._lock:
+            self._late_answers.extend([(kind, float(seconds))] * count)
+
     def rate_limit(self, per_second: float | None = 50) -> None:
+        """Every bucket's limit per (route, Authorization) and second; None: unlimited. Starts fresh windows."""
+        per_second = _check_rate(per_second)
         with self._lock:
             self._per_second = per_second
-            self._window_start = 0.0
-            self._window_used = 0
+            self._buckets = {}
 
-    def rate_limit_next(self, count: int = 1, retry_after: float = 0.05, is_global: bool = True) -> None:
+    def global_limit(self, per_second: float | None = None) -> None:
+        """One limit over all API requests per second, checked before the buckets; None: none."""
+        per_second = _check_rate(per_second)
         with self._lock:
-            self._forced_429.extend([(float(retry_after), is_global)] * count)
+            self._global_per_second = per_second
+            self._global_window = _Window()
+
+    def rate_limit_next(self, count: int = 1, retry_after: float = 0.05, is_global: bool = True,
+                        scope: str | None = None) -> None:
+        """The next `count` API requests answer 429 with this retry_after, whatever the limits say.
+
+        scope ("user", "global" or "shared") is the X-RateLimit-Scope; by default "global" if is_global.
+        """
+        if scope is None:
+            scope = "global" if is_global else "user"
+        if scope not in RATE_LIMIT_SCOPES:
+            raise ValueError(f"scope must be one of {RATE_LIMIT_SCOPES}, not {scope!r}")
+        with self._lock:
+            self._forced_429.extend([(float(retry_after), bool(is_global), scope)] * count)
 
     # inspection
 
@@ -494,6 +591,13 @@ class StandIn:
         """Exact kind, or a prefix: count("token") sums every grant type."""
         with self._lock:
             return sum(n for k, n in self._counts.items() if _kind_matches(k, kind))
+
+    def count_429(self, kind: str | None = None) -> int:
+        """429 answers sent: for a kind or prefix as count() takes, or all of them (unknown paths too) with None."""
+        with self._lock:
+            if kind is None:
+                return self._rate_limited
+            return sum(n for k, n in self._rate_limited_counts.items() if _kind_matches(k, kind))
 
     @property
     def counts(self) -> dict[str, int]:
@@ -525,6 +629,9 @@ class StandIn:
                 "users": len(self._users),
                 "calls": len(self._calls),
                 "per_second": self._per_second,
+                "global_per_second": self._global_per_second,
+                "rate_limited": self._rate_limited,
+                "rate_limited_counts": {kind: self.count_429(kind) for kind in REQUEST_KINDS},
             }
 
     # request pipeline
@@ -540,9 +647,17 @@ class StandIn:
         if delay:
             time.sleep(delay)
         is_api = request.path.startswith(API_PREFIX + "/") or request.path == API_PREFIX
-        limit_headers, limited = self._rate_check() if is_api else ({}, None)
+        credential = request.headers.get("Authorization") or ""
+        limit_headers, limited = self._rate_check(kind, credential) if is_api else ({}, None)
         answer = limited or self._answer(request, kind)
         answer.headers = {**limit_headers, **answer.headers}
+        if answer.status == 429:
+            with self._lock:
+                self._rate_limited += 1
+                if kind:
+                    self._rate_limited_counts[kind] = self._rate_limited_counts.get(kind, 0) + 1
+        if answer.send_after > 0:
+            time.sleep(answer.send_after)
         return answer
 
     def _answer(self, request: Request, kind: str | None) -> Answer:
@@ -558,7 +673,11 @@ class StandIn:
             answer = message_answer(405)
             answer.headers["Allow"] = ", ".join(sorted(methods))
             return answer
-        return handler(request)
+        with self._lock:
+            late = self._take(self._late_answers, kind)
+        answer = handler(request)
+        answer.send_after = late or 0.0
+        return answer
 
     @staticmethod
     def _take(queue: list[tuple[str, Any]], kind: str | None) -> Any:
@@ -570,32 +689,39 @@ class StandIn:
                 return value
         return None
 
-    def _rate_check(self) -> tuple[dict[str, str], Answer | None]:
-        """A fixed one-second window over all API requests, like Discord's global limit."""
+    def _rate_check(self, kind: str | None, credential: str) -> tuple[dict[str, str], Answer | None]:
+        """Forced 429s, then the global window, then the window of (route's bucket, credential)."""
+        bucket = bucket_of(kind)
         with self._lock:
             now = time.time()
+            self._prune(now)
+            shown = _allowed(self._per_second)
             if self._forced_429:
-                retry_after, is_global = self._forced_429.pop(0)
-                return {}, self._too_many(retry_after, is_global, now)
-            if now >= self._window_start + 1.0:
-                self._window_start, self._window_used = now, 0
-            limit = self._per_second
-            reset_after = self._window_start + 1.0 - now
-            if limit is not None and self._window_used >= limit:
-                return {}, self._too_many(reset_after, True, now)
-            self._window_used += 1
-            shown = int(limit) if limit is not None else UNLIMITED_RATE
-            return _limit_headers(shown, max(0, shown - self._window_used), now + reset_after, reset_after), None
+                retry_after, is_global, scope = self._forced_429.pop(0)
+                headers = {} if is_global else _limit_headers(shown, 0, now + retry_after, retry_after, bucket)
+                return {}, _too_many(retry_after, is_global, scope, headers)
+            if self._global_per_second is not None:
+                window = self._global_window
+                window.roll(now)
+                if window.used >= _allowed(self._global_per_second):
+                    return {}, _too_many(_ceil_ms(window.end - now), True, "global", {})
+                window.used += 1
+            window = self._buckets.get((bucket, credential))
+            if window is None:
+                window = self._buckets[(bucket, credential)] = _Window()
+            window.roll(now)
+            reset_after = _ceil_ms(window.end - now)
+            if self._per_second is not None and window.used >= shown:
+                headers = _limit_headers(shown, 0, window.end, reset_after, bucket)
+                return {}, _too_many(reset_after, False, "user", headers)
+            window.used += 1
+            return _limit_headers(shown, max(0, shown - window.used), window.end, reset_after, bucket), None
 
-    def _too_many(self, retry_after: float, is_global: bool, now: float) -> Answer:
-        shown = int(self._per_second) if self._per_second is not None else UNLIMITED_RATE
-        body = {"message": "You are being rate limited.", "retry_after": round(retry_after, 3), "global": is_global}
-        headers = _limit_headers(shown, 0, now + retry_after, retry_after)
-        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-        headers["X-RateLimit-Scope"] = "global" if is_global else "user"
-        if is_global:
-            headers["X-RateLimit-Global"] = "true"
-        return json_answer(429, body, headers)
+    def _prune(self, now: float) -> None:
+        """Forgets closed windows now and then, so a run over many tokens does not keep them all."""
+        if now >= self._next_prune:
+            self._buckets = {key: w for key, w in self._buckets.items() if now < w.end}
+            self._next_prune = now + 5.0
 
     def _build_routes(self) -> dict[str, dict[str, Callable[[Request], Answer]]]:
         api = API_PREFIX
@@ -613,6 +739,7 @@ class StandIn:
             f"{CONTROL_PREFIX}/rate_limit": {"POST": self._ctl_rate_limit},
             f"{CONTROL_PREFIX}/fail_next": {"POST": self._ctl_fail_next},
             f"{CONTROL_PREFIX}/delay_next": {"POST": self._ctl_delay_next},
+            f"{CONTROL_PREFIX}/delay_answer_next": {"POST": self._ctl_delay_answer_next},
             f"{CONTROL_PREFIX}/users": {"POST": self._ctl_users},
             f"{CONTROL_PREFIX}/login": {"POST": self._ctl_login},
             f"{CONTROL_PREFIX}/stats": {"GET": self._ctl_stats},
@@ -1010,10 +1137,20 @@ class StandIn:
         return json_answer(200, {})
 
     def _ctl_rate_limit(self, request: Request) -> Answer:
+        """Sets only the limits named: {"per_second": n|null} per bucket, {"global_per_second": n|null} overall."""
         def act(data: dict[str, Any]) -> dict[str, Any]:
-            per_second = data.get("per_second")
-            self.rate_limit(None if per_second is None else float(per_second))
-            return {"per_second": per_second}
+            unknown = set(data) - {"per_second", "global_per_second"}
+            if unknown:
+                raise ValueError(f"unknown keys {sorted(unknown)}")
+            values = {key: None if data[key] is None else float(data[key]) for key in data}
+            for value in values.values():
+                _check_rate(value)
+            if "per_second" in values:
+                self.rate_limit(values["per_second"])
+            if "global_per_second" in values:
+                self.global_limit(values["global_per_second"])
+            with self._lock:
+                return {"per_second": self._per_second, "global_per_second": self._global_per_second}
         return self._ctl(request, act)
 
     def _ctl_fail_next(self, request: Request) -> Answer:
@@ -1025,6 +1162,12 @@ class StandIn:
     def _ctl_delay_next(self, request: Request) -> Answer:
         def act(data: dict[str, Any]) -> dict[str, Any]:
             self.delay_next(str(data["kind"]), float(data.get("seconds", 3.0)), int(data.get("count", 1)))
+            return {}
+        return self._ctl(request, act)
+
+    def _ctl_delay_answer_next(self, request: Request) -> Answer:
+        def act(data: dict[str, Any]) -> dict[str, Any]:
+            self.delay_answer_next(str(data["kind"]), float(data.get("seconds", 3.0)), int(data.get("count", 1)))
             return {}
         return self._ctl(request, act)
 
@@ -1100,14 +1243,42 @@ def _decode_basic(value: str) -> tuple[str, str] | None:
     return (client_id, secret) if sep else None
 
 
-def _limit_headers(limit: int, remaining: int, reset: float, reset_after: float) -> dict[str, str]:
+def _check_rate(per_second: float | None) -> float | None:
+    if per_second is not None and (not isinstance(per_second, (int, float)) or per_second < 0
+                                   or math.isnan(per_second)):
+        raise ValueError(f"a rate limit is a number >= 0 or None, not {per_second!r}")
+    return per_second
+
+
+def _allowed(per_second: float | None) -> int:
+    """Requests a window lets through; without a limit the headers still count down from UNLIMITED_RATE."""
+    return UNLIMITED_RATE if per_second is None else math.ceil(per_second)
+
+
+def _ceil_ms(seconds: float) -> float:
+    """Rounded up to the millisecond, so a client that waits that long finds the window over."""
+    return max(0.0, math.ceil(seconds * 1000 - 1e-6) / 1000)
+
+
+def _limit_headers(limit: int, remaining: int, reset: float, reset_after: float, bucket: str) -> dict[str, str]:
     return {
         "X-RateLimit-Limit": str(limit),
         "X-RateLimit-Remaining": str(remaining),
-        "X-RateLimit-Reset": f"{reset:.3f}",
+        "X-RateLimit-Reset": f"{math.ceil(reset * 1000) / 1000:.3f}",
         "X-RateLimit-Reset-After": f"{max(0.0, reset_after):.3f}",
-        "X-RateLimit-Bucket": "standin-global",
+        "X-RateLimit-Bucket": bucket,
     }
+
+
+def _too_many(retry_after: float, is_global: bool, scope: str, headers: dict[str, str]) -> Answer:
+    """Discord's 429; a global one carries no bucket headers."""
+    body = {"message": "You are being rate limited.", "retry_after": round(retry_after, 3), "global": is_global}
+    headers = dict(headers)
+    headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    headers["X-RateLimit-Scope"] = scope
+    if is_global:
+        headers["X-RateLimit-Global"] = "true"
+    return json_answer(429, body, headers)
 
 
 class _Server(ThreadingHTTPServer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from html.parser import HTMLParser
@@ -11,10 +12,14 @@ import pytest
 import requests
 
 from discord_standin import DEFAULT_APP, StandIn
+from discord_standin.server import bucket_of
 
 REDIRECT = "http://app.test/auth/discord/callback"
 CLIENT = (DEFAULT_APP.client_id, DEFAULT_APP.client_secret)
 FORM = "application/x-www-form-urlencoded"
+BUCKET_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "X-RateLimit-Reset-After",
+                  "X-RateLimit-Bucket")
+THREE_DECIMALS = re.compile(r"^\d+\.\d{3}$")
 
 
 @pytest.fixture
@@ -80,8 +85,8 @@ def exchange(sd, http, code, redirect_uri=REDIRECT, auth=CLIENT):
                      data={"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri})
 
 
-def refresh(sd, http, token, auth=CLIENT):
-    return http.post(sd.api_base_url + "/oauth2/token", auth=auth,
+def refresh(sd, http, token, auth=CLIENT, timeout=None):
+    return http.post(sd.api_base_url + "/oauth2/token", auth=auth, timeout=timeout,
                      data={"grant_type": "refresh_token", "refresh_token": token})
 
 
@@ -289,19 +294,134 @@ def test_delay_next_makes_a_client_time_out(sd, http):
     assert time.monotonic() - started < 0.5
 
 
-def test_global_rate_limit_answers_429(sd, http):
+def bot_me(sd, http):
+    return get(sd, http, "/users/@me", DEFAULT_APP.bot_token, scheme="Bot")
+
+
+def test_bucket_rate_limit_counts_down_in_fixed_windows_and_answers_429(sd, http):
     sd.rate_limit(per_second=5)
-    answers = [get(sd, http, "/users/@me", DEFAULT_APP.bot_token, scheme="Bot") for _ in range(8)]
+    answers = [bot_me(sd, http) for _ in range(8)]
     assert [r.status_code for r in answers] == [200] * 5 + [429] * 3
-    assert answers[0].headers["X-RateLimit-Limit"] == "5" and answers[4].headers["X-RateLimit-Remaining"] == "0"
+    assert [r.headers["X-RateLimit-Remaining"] for r in answers] == ["4", "3", "2", "1", "0", "0", "0", "0"]
+    assert {r.headers["X-RateLimit-Limit"] for r in answers} == {"5"}
+    assert {r.headers["X-RateLimit-Bucket"] for r in answers} == {bucket_of("users_me")}
+    assert len({r.headers["X-RateLimit-Reset"] for r in answers}) == 1
+    reset = float(answers[0].headers["X-RateLimit-Reset"])
+    assert time.time() < reset <= time.time() + 1
+    for resp in answers:
+        assert THREE_DECIMALS.match(resp.headers["X-RateLimit-Reset"])
+        assert THREE_DECIMALS.match(resp.headers["X-RateLimit-Reset-After"])
+        assert 0 <= float(resp.headers["X-RateLimit-Reset-After"]) <= 1
     limited = answers[5]
     body = limited.json()
-    assert body["message"] == "You are being rate limited." and body["global"] is True
-    assert 0 < body["retry_after"] <= 1
-    assert int(limited.headers["Retry-After"]) >= 1
-    assert limited.headers["X-RateLimit-Global"] == "true" and limited.headers["X-RateLimit-Scope"] == "global"
-    time.sleep(body["retry_after"] + 0.01)
-    assert get(sd, http, "/users/@me", DEFAULT_APP.bot_token, scheme="Bot").status_code == 200
+    assert body == {"message": "You are being rate limited.", "retry_after": body["retry_after"], "global": False}
+    assert 0 < body["retry_after"] <= 1 and round(body["retry_after"], 3) == body["retry_after"]
+    assert limited.headers["Retry-After"] == "1" and limited.headers["X-RateLimit-Scope"] == "user"
+    assert "X-RateLimit-Global" not in limited.headers
+
+    other_route = get(sd, http, "/oauth2/applications/@me", DEFAULT_APP.bot_token, scheme="Bot")
+    assert other_route.status_code == 200 and other_route.headers["X-RateLimit-Remaining"] == "4"
+    assert other_route.headers["X-RateLimit-Bucket"] == bucket_of("applications_me")
+
+    time.sleep(body["retry_after"])
+    again = bot_me(sd, http)
+    assert again.status_code == 200 and again.headers["X-RateLimit-Remaining"] == "4"
+    assert float(again.headers["X-RateLimit-Reset"]) >= reset + 0.001
+
+
+def test_every_route_has_its_own_stable_bucket(sd, http):
+    first = tokens(sd, http)
+    seen = {
+        "users_me": get(sd, http, "/users/@me", first["access_token"]),
+        "guilds": get(sd, http, "/users/@me/guilds", first["access_token"]),
+        "oauth2_me": get(sd, http, "/oauth2/@me", first["access_token"]),
+        "token.refresh_token": refresh(sd, http, first["refresh_token"]),
+        "token.client_credentials": http.post(sd.api_base_url + "/oauth2/token", auth=CLIENT,
+                                              data={"grant_type": "client_credentials", "scope": "identify"}),
+        "revoke": http.post(sd.api_base_url + "/oauth2/token/revoke", auth=CLIENT, data={"token": "x"}),
+        "nope": http.get(sd.api_base_url + "/nope"),
+        "nope2": http.post(sd.api_base_url + "/channels/1/messages"),
+    }
+    buckets = {kind: resp.headers["X-RateLimit-Bucket"] for kind, resp in seen.items()}
+    assert all(re.fullmatch(r"[0-9a-f]{16}", b) for b in buckets.values())
+    assert buckets["token.refresh_token"] == buckets["token.client_credentials"] == bucket_of("token")
+    assert buckets["nope"] == buckets["nope2"]
+    distinct = [buckets[k] for k in ("users_me", "guilds", "oauth2_me", "token.refresh_token", "revoke", "nope")]
+    assert len(set(distinct)) == len(distinct)
+    with StandIn() as other:
+        assert get(other, http, "/users/@me", "x").headers["X-RateLimit-Bucket"] == buckets["users_me"]
+    # Without a limit nothing is refused, but the headers still count down, like a very large bucket.
+    unlimited = [get(sd, http, "/users/@me", "same") for _ in range(3)]
+    assert [r.headers["X-RateLimit-Limit"] for r in unlimited] == ["10000"] * 3
+    assert [r.headers["X-RateLimit-Remaining"] for r in unlimited] == ["9999", "9998", "9997"]
+
+
+def test_each_bearer_token_has_its_own_counter(sd, http):
+    alice, bob = (sd.create_grant(sd.add_user(username=name, guilds=[]), "identify") for name in ("a", "b"))
+    sd.rate_limit(per_second=2)
+    assert [get(sd, http, "/users/@me", alice.access_token).status_code for _ in range(3)] == [200, 200, 429]
+    bobs = [get(sd, http, "/users/@me", bob.access_token) for _ in range(3)]
+    assert [r.status_code for r in bobs] == [200, 200, 429]
+    assert [r.headers["X-RateLimit-Remaining"] for r in bobs] == ["1", "0", "0"]
+    anonymous = http.get(sd.api_base_url + "/users/@me")
+    assert anonymous.status_code == 401 and anonymous.headers["X-RateLimit-Remaining"] == "1"
+
+
+def test_token_endpoint_with_basic_auth_shares_one_counter_and_refused_refreshes_do_nothing(sd, http):
+    grants = [sd.create_grant(sd.add_user(username=f"u{i}", guilds=[])) for i in range(4)]
+    sd.rate_limit(per_second=2)
+    answers = [refresh(sd, http, g.refresh_token) for g in grants[:3]]
+    assert [r.status_code for r in answers] == [200, 200, 429]
+    assert answers[1].headers["X-RateLimit-Remaining"] == "0"
+    limited = answers[2]
+    assert limited.json()["global"] is False and limited.headers["X-RateLimit-Scope"] == "user"
+    assert limited.headers["X-RateLimit-Bucket"] == bucket_of("token")
+    assert limited.headers["X-RateLimit-Remaining"] == "0" and int(limited.headers["Retry-After"]) >= 1
+    assert sd.refresh_token_valid(grants[2].refresh_token) and sd.access_token_valid(grants[2].access_token)
+    assert sd.count("token.refresh_token") == 3 and sd.count_429("token") == 1
+
+    # Client id and secret in the form: no Authorization header, so the (empty) credential's own counter.
+    in_form = http.post(sd.api_base_url + "/oauth2/token",
+                        data={"grant_type": "refresh_token", "refresh_token": grants[3].refresh_token,
+                              "client_id": CLIENT[0], "client_secret": CLIENT[1]})
+    assert in_form.status_code == 200 and in_form.headers["X-RateLimit-Remaining"] == "1"
+
+    time.sleep(limited.json()["retry_after"])
+    old = grants[2].refresh_token
+    assert refresh(sd, http, old).status_code == 200
+    assert not sd.refresh_token_valid(old)
+
+
+def test_global_limit_answers_a_global_429_without_bucket_headers(http):
+    with StandIn(global_limit=3) as sd:
+        sd.rate_limit(per_second=10)
+        first = [get(sd, http, path, token) for path, token in
+                 (("/users/@me", "a"), ("/users/@me/guilds", "b"), ("/oauth2/@me", "c"))]
+        assert [r.status_code for r in first] == [401] * 3
+        limited = get(sd, http, "/users/@me", "d")
+        assert limited.status_code == 429
+        body = limited.json()
+        assert body["global"] is True and body["message"] == "You are being rate limited."
+        assert 0 < body["retry_after"] <= 1
+        assert limited.headers["X-RateLimit-Global"] == "true" and limited.headers["X-RateLimit-Scope"] == "global"
+        assert int(limited.headers["Retry-After"]) >= 1
+        assert not any(name in limited.headers for name in BUCKET_HEADERS)
+        assert sd.count("users_me") == 2 and sd.count_429() == 1
+
+        sd.reset()
+        assert sd.stats()["global_per_second"] == 3 and sd.stats()["per_second"] is None
+        sd.global_limit(None)
+        assert [get(sd, http, "/users/@me", "a").status_code for _ in range(5)] == [401] * 5
+
+
+def test_global_limit_is_checked_before_the_buckets(sd, http):
+    sd.rate_limit(per_second=1)
+    sd.global_limit(per_second=2)
+    statuses = [bot_me(sd, http) for _ in range(3)]
+    assert [r.status_code for r in statuses] == [200, 429, 429]
+    assert statuses[1].json()["global"] is False and statuses[2].json()["global"] is True
+    sd.reset()
+    assert [bot_me(sd, http).status_code for _ in range(3)] == [200] * 3
 
 
 def test_rate_limit_lets_a_patient_client_through_at_the_rate(sd, http):
@@ -321,6 +441,98 @@ def test_rate_limit_next_forces_429(sd, http):
     first = get(sd, http, "/users/@me", DEFAULT_APP.bot_token, scheme="Bot")
     assert first.status_code == 429 and first.json()["retry_after"] == 0.05
     assert get(sd, http, "/users/@me", DEFAULT_APP.bot_token, scheme="Bot").status_code == 200
+
+
+def test_forced_429_scopes_and_bucket_headers(sd, http):
+    sd.rate_limit(per_second=1)
+    sd.rate_limit_next(retry_after=0.25)
+    sd.rate_limit_next(retry_after=0.25, is_global=False)
+    sd.rate_limit_next(retry_after=2.5, is_global=False, scope="shared")
+    answers = [bot_me(sd, http) for _ in range(4)]
+    assert [r.status_code for r in answers] == [429, 429, 429, 200]
+    global_one, user_one, shared_one = answers[:3]
+    assert global_one.json() == {"message": "You are being rate limited.", "retry_after": 0.25, "global": True}
+    assert global_one.headers["X-RateLimit-Scope"] == "global" and global_one.headers["X-RateLimit-Global"] == "true"
+    assert not any(name in global_one.headers for name in BUCKET_HEADERS)
+    assert user_one.json()["global"] is False and user_one.headers["X-RateLimit-Scope"] == "user"
+    assert user_one.headers["X-RateLimit-Bucket"] == bucket_of("users_me")
+    assert user_one.headers["X-RateLimit-Remaining"] == "0" and user_one.headers["X-RateLimit-Reset-After"] == "0.250"
+    assert user_one.headers["Retry-After"] == "1" and "X-RateLimit-Global" not in user_one.headers
+    assert shared_one.headers["X-RateLimit-Scope"] == "shared" and shared_one.headers["Retry-After"] == "3"
+    assert shared_one.headers["X-RateLimit-Reset-After"] == "2.500" and shared_one.json()["retry_after"] == 2.5
+    # Forced answers use up no window: the request after them is the bucket's first.
+    assert answers[3].headers["X-RateLimit-Remaining"] == "0"
+    with pytest.raises(ValueError):
+        sd.rate_limit_next(scope="everyone")
+
+
+def test_count_429_and_stats(sd, http):
+    sd.rate_limit(per_second=1)
+    grant = sd.create_grant(sd.owner, "identify")
+    access, refresh_token = grant.access_token, grant.refresh_token
+    for _ in range(3):
+        get(sd, http, "/users/@me", access)
+        refresh(sd, http, refresh_token)
+    http.get(sd.api_base_url + "/nope")
+    http.get(sd.api_base_url + "/nope")
+    sd.fail_next("guilds", status=429)
+    get(sd, http, "/users/@me/guilds", "t")
+    assert sd.count("users_me") == 3 and sd.count("token.refresh_token") == 3
+    assert sd.count_429("users_me") == 2 and sd.count_429("token") == 2 and sd.count_429("token.refresh_token") == 2
+    assert sd.count_429("token.authorization_code") == 0 and sd.count_429("guilds") == 1
+    assert sd.count_429() == 6
+    stats = sd.stats()
+    assert stats["rate_limited"] == 6 and stats["per_second"] == 1 and stats["global_per_second"] is None
+    assert stats["rate_limited_counts"]["users_me"] == 2 and stats["rate_limited_counts"]["token.refresh_token"] == 2
+    assert stats["rate_limited_counts"]["guilds"] == 1 and stats["rate_limited_counts"]["revoke"] == 0
+    assert http.get(sd.base_url + "/_standin/stats").json()["rate_limited"] == 6
+    sd.reset()
+    assert sd.count_429() == 0 and sd.stats()["rate_limited_counts"]["users_me"] == 0
+
+
+def test_delay_answer_next_rotates_the_tokens_though_the_client_timed_out(sd, http):
+    first = tokens(sd, http)
+    sd.delay_answer_next("token.refresh_token", seconds=0.6)
+    with pytest.raises(requests.Timeout):
+        refresh(sd, http, first["refresh_token"], timeout=0.2)
+    assert not sd.refresh_token_valid(first["refresh_token"]) and not sd.access_token_valid(first["access_token"])
+    [grant] = sd.grants
+    assert grant.refresh_token != first["refresh_token"] and sd.refresh_token_valid(grant.refresh_token)
+    assert sd.access_token_valid(grant.access_token)
+    retry = refresh(sd, http, first["refresh_token"])
+    assert retry.status_code == 400 and retry.json()["error"] == "invalid_grant"
+
+    # A patient client gets the answer, late, with the tokens that are already live.
+    sd.delay_answer_next("token", seconds=0.3)
+    started = time.monotonic()
+    late = refresh(sd, http, grant.refresh_token)
+    assert time.monotonic() - started >= 0.3
+    assert late.status_code == 200 and late.json()["refresh_token"] == sd.grants[0].refresh_token
+    started = time.monotonic()
+    assert refresh(sd, http, sd.grants[0].refresh_token).status_code == 200
+    assert time.monotonic() - started < 0.25
+
+
+def test_control_rate_limits_and_delay_answer_next(sd, http):
+    ctl = sd.base_url + "/_standin"
+    both = http.post(ctl + "/rate_limit", json={"per_second": 7, "global_per_second": 50})
+    assert both.status_code == 200 and both.json() == {"per_second": 7, "global_per_second": 50}
+    only_global = http.post(ctl + "/rate_limit", json={"global_per_second": None}).json()
+    assert only_global == {"per_second": 7, "global_per_second": None}
+    assert http.post(ctl + "/rate_limit", json={"per_second": None}).json()["per_second"] is None
+    assert http.post(ctl + "/rate_limit", json={"per_second": 2}).json()["per_second"] == 2
+    assert http.post(ctl + "/rate_limit", json={"perSecond": 2}).status_code == 400
+    assert http.post(ctl + "/rate_limit", json={"per_second": -1}).status_code == 400
+    assert http.post(ctl + "/rate_limit", json={}).json() == {"per_second": 2, "global_per_second": None}
+    assert bot_me(sd, http).headers["X-RateLimit-Limit"] == "2"
+
+    body = tokens(sd, http)
+    assert http.post(ctl + "/delay_answer_next",
+                     json={"kind": "token.refresh_token", "seconds": 0.5}).status_code == 200
+    with pytest.raises(requests.Timeout):
+        refresh(sd, http, body["refresh_token"], timeout=0.15)
+    assert not sd.refresh_token_valid(body["refresh_token"])
+    assert http.post(ctl + "/delay_answer_next", json={"seconds": 1}).status_code == 400
 
 
 def test_cancel_redirects_with_access_denied_and_state(sd, http):
