@@ -178,6 +178,23 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         init_command=f"PRAGMA journal_mode=WAL; PRAGMA synchronous={env.str('SQLITE_SYNCHRONOUS', default='NORMAL')};",
     )
 
+# What several processes and hosts must agree on (the pace of requests to a
+# provider) lives in Django's cache. The default, the database cache, needs
+# no other server: `manage.py migrate` creates its table. Redis works too:
+# CACHE_URL=redis://127.0.0.1:6379/0.
+CACHES = {"default": env.cache("CACHE_URL", default="dbcache://backoffice_cache")}
+if CACHES["default"]["BACKEND"] == "django.core.cache.backends.db.DatabaseCache":
+    # Expired rows go only when the table outgrows this; every write counts
+    # the rows, so it is kept small, yet above what is live at once.
+    CACHES["default"].setdefault("OPTIONS", {}).setdefault("MAX_ENTRIES", 5000)
+    if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+        # Its own connection, so that a permit taken while a refresh holds
+        # its transaction open is seen by every other process at once.
+        # SQLite keeps the cache on the one connection: a second one would
+        # wait for the write lock that very transaction holds.
+        DATABASES["cache"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}
+        DATABASE_ROUTERS = ["connectors.routers.CacheRouter"]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

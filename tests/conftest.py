@@ -15,6 +15,26 @@ CLIENT_SECRET = "s3cr3t-Client-Secret-Value-0123456789AB"
 BOT_TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GbOtTk.bot-token-value-abcdefghijklmnopqrstuvwxyz"
 
 
+def pytest_collection_modifyitems(items):
+    """Every test may use every database alias and so the cache's connection.
+
+    On PostgreSQL the database cache has an alias of its own (settings:
+    CACHES); each request to Discord takes its permit there.
+    """
+    for item in items:
+        if item.get_closest_marker("django_db") is None:
+            item.add_marker(pytest.mark.django_db(databases="__all__"))
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """The shared pace starts empty: a 429 one test provoked holds back no other."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _no_internet(monkeypatch):
     """Unit tests never reach the real Discord: only loopback connections are allowed."""
