@@ -9,6 +9,7 @@ meanwhile, the new token is simply used.
 """
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -18,11 +19,17 @@ from django.utils import timezone
 
 from .accounts import token_fields
 from .config import config_client_values
-from .exceptions import ConnectorError, InvalidGrant, NeedsReconnect
+from .exceptions import ConnectorError, InvalidGrant, NeedsReconnect, RateLimited
 from .models import ConnectedAccount
 from .oauth import token_refresh
+from .ratelimit import held_briefly
 
 logger = logging.getLogger("connectors.tokens")
+
+# A refresh the rate limit holds back is tried this many times in all, each
+# wait at most this many seconds; a sweep puts what is left back in its queue.
+RATE_LIMIT_ATTEMPTS = 3
+RATE_LIMIT_MAX_WAIT = 60.0
 
 RECONNECT_REASON = (
     "Discord no longer accepts this account's grant (the app was removed or the "
@@ -76,14 +83,41 @@ def fresh_access_token(account, *, margin=None):
     return account_refresh(account, margin=margin).account.access_token
 
 
-def account_refresh(account, *, margin=None, force=False, skip_locked=False):
+def account_refresh(
+    account, *, margin=None, force=False, skip_locked=False, min_age=None, max_wait=None
+):
     """Refresh under the row lock; return a Refresh with the stored account.
 
     With ``force`` a still-valid token is refreshed too (the admin's "refresh
     now"). With ``skip_locked`` an account locked by someone else is left
-    alone and None is returned (for sweeps that run on several hosts).
+    alone and None is returned (for sweeps that run on several hosts). With
+    ``min_age`` (a timedelta) an account refreshed less than that long ago is
+    left as it is: another sweep just did the work.
+
+    A rate limit is never waited out while the row is locked: the lock is let
+    go, the wait happens outside, and the refresh starts again (a bounded
+    number of times) from the re-read row. ``max_wait`` bounds each such wait
+    (default RATE_LIMIT_MAX_WAIT; 0 hands RateLimited back at once, for a
+    sweep that has other accounts to do meanwhile).
     """
     margin = _margin(margin)
+    max_wait = RATE_LIMIT_MAX_WAIT if max_wait is None else max_wait
+    for attempt in range(RATE_LIMIT_ATTEMPTS):
+        try:
+            with held_briefly():
+                return _account_refresh_locked(
+                    account, margin=margin, force=force, skip_locked=skip_locked, min_age=min_age
+                )
+        except RateLimited as limited:
+            wait = 1.0 if limited.retry_after is None else limited.retry_after
+            if attempt + 1 == RATE_LIMIT_ATTEMPTS or wait > max_wait:
+                _note_rate_limited(account, limited)
+                raise
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _account_refresh_locked(account, *, margin, force, skip_locked, min_age):
     failure = None
     with transaction.atomic():
         locked = (
@@ -97,17 +131,36 @@ def account_refresh(account, *, margin=None, force=False, skip_locked=False):
             raise ConnectedAccount.DoesNotExist(f"Connected account {account.pk} no longer exists.")
         if locked.status == ConnectedAccount.Status.NEEDS_RECONNECT:
             raise NeedsReconnect(locked.status_reason or RECONNECT_REASON, account_id=locked.pk)
-        if not force and _usable(locked.expires_at, locked.status, margin=margin):
+        if not force and (
+            _usable(locked.expires_at, locked.status, margin=margin)
+            or _recent(locked.refreshed_at, min_age)
+        ):
             _copy_tokens(locked, account)
             return Refresh(account=locked, refreshed=False)
         try:
             _refresh_locked(locked)
+        except RateLimited as limited:
+            # Nothing happened at the provider. The transaction commits all the
+            # same: on SQLite the shared pace (the database cache) is written
+            # on this very connection, and what the 429 said must stay.
+            failure = limited
         except ConnectorError as error:
             failure = _record_failure(locked, error)
     if failure is not None:
         raise failure
     _copy_tokens(locked, account)
     return Refresh(account=locked, refreshed=True)
+
+
+def _recent(refreshed_at, min_age):
+    return min_age is not None and refreshed_at is not None and refreshed_at > timezone.now() - min_age
+
+
+def _note_rate_limited(account, error):
+    """The account's record of a refresh the rate limit kept from happening; no lock needed."""
+    ConnectedAccount.objects.filter(pk=account.pk).update(
+        last_error=str(error)[:300], last_error_at=timezone.now()
+    )
 
 
 def _refresh_locked(locked):

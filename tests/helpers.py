@@ -1,12 +1,18 @@
 """Small functions several test modules share."""
 
-from urllib.parse import parse_qs, urlsplit
+import os
+import select
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import parse_qs, quote, urlsplit
 
+import pytest
 import requests
 from django.db import connection
 from django.urls import reverse
+from django.utils import timezone
 
-from connectors.models import ConnectorConfig, ConnectorValue
+from connectors.models import ConnectedAccount, ConnectorConfig, ConnectorValue
 from tests.conftest import SERVICE_ID
 
 
@@ -58,3 +64,67 @@ def finish(client, callback_url):
 
 def connect(client, standin, **extra):
     return finish(client, decide(standin, start(client), **extra))
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+postgres_only = pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="needs row locks across connections and processes; runs in CI's PostgreSQL pass "
+    "(DATABASE_URL=postgres://...)",
+)
+
+
+def seed_account(standin, user, *, expires_in, scopes="identify"):
+    """A stored account holding a grant the stand-in knows, without the browser dance."""
+    person = standin.add_user(username=f"seed_{standin.snowflake()}", global_name=None, email=None, guilds=[])
+    grant = standin.create_grant(person, scopes=scopes, expires_in=expires_in)
+    return ConnectedAccount.objects.create(
+        user=user,
+        service_id=SERVICE_ID,
+        uid=person.id,
+        username=person.username,
+        access_token=grant.access_token,
+        refresh_token=grant.refresh_token,
+        scopes=scopes,
+        expires_at=timezone.now() + timedelta(seconds=expires_in),
+    )
+
+
+def child_env(standin):
+    """The environment a child process needs to share this test's database and stand-in."""
+    db = connection.settings_dict
+    credentials = quote(db["USER"] or "") + (f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else "")
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": f"postgres://{credentials}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "DISCORD_API_BASE_URL": standin.api_base_url,
+        "DISCORD_AUTHORIZE_URL": standin.authorize_url,
+        "LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(REPO),
+    }
+
+
+def read_line(process, *, timeout):
+    """A line from a child's stdout, or a failure instead of a hang."""
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    assert ready, f"child {process.pid} said nothing within {timeout}s"
+    line = process.stdout.readline()
+    assert line, f"child {process.pid} exited early: {process.stderr.read()}"
+    return line.strip()
+
+
+class FakeClock:
+    """``time.time`` and ``time.sleep`` for the pace: a sleep passes at once and is recorded."""
+
+    def __init__(self, start=1_800_000_000.0):
+        self.now = start
+        self.waits = []
+
+    def time(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.waits.append(seconds)
+        self.now += seconds

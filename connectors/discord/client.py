@@ -1,14 +1,18 @@
 """Every HTTP request to Discord goes through this module.
 
-One ``requests`` session per process, with a transport adapter that honours
-Discord's rate limits (topics/rate-limits): it waits out a 429 for as long as
-Discord asks, a bounded number of times, and slows down before the bucket is
-empty. Failures come out as the typed errors of ``connectors.exceptions``,
-whose messages never carry a token, a secret or a raw body.
+One ``requests`` session per thread on one shared pool, with a transport
+adapter that keeps Discord's rate limits (topics/rate-limits) in step with
+every other worker, process and host: each request waits for a permit from
+the shared pace (``connectors.ratelimit``), and what each answer says of the
+limits goes back into it. A 429 is waited out a bounded number of times.
+Failures come out as the typed errors of ``connectors.exceptions``, whose
+messages never carry a token, a secret or a raw body.
 """
 
+import math
+import re
 import threading
-import time
+from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
@@ -22,6 +26,7 @@ from connectors.exceptions import (
     RateLimited,
     Unauthorized,
 )
+from connectors.ratelimit import Limits, Pace, is_held
 
 USER_AGENT = "DiscordBot (https://github.com/backoffice/backoffice, 1.0)"
 
@@ -37,69 +42,106 @@ CURRENT_APPLICATION = "/oauth2/applications/@me"
 TOKEN = "/oauth2/token"
 TOKEN_REVOKE = "/oauth2/token/revoke"
 
+# topics/rate-limits: a route's limits are counted apart for each value of
+# its major parameter (a channel, a guild, a webhook); other ids share them.
+MAJOR = re.compile(r"/(channels|guilds|webhooks)/(\d+)")
+SNOWFLAKE = re.compile(r"/\d{5,}")
+
+
+def route_and_scope(request):
+    """The route (which bucket) and the scope (whose counter) of a request.
+
+    Discord counts a bucket per token and per major parameter, so the
+    credential sent and the major ids make the scope; the pace keeps only a
+    digest of it.
+    """
+    path = urlsplit(request.url).path
+    majors = "".join(match.group(0) for match in MAJOR.finditer(path))
+    route = f"{request.method} {SNOWFLAKE.sub('/{id}', path)}"
+    return route, f"{request.headers.get('Authorization', '')}|{majors}"
+
+
+def _number(value, kind):
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def limits_of(response):
+    """The X-RateLimit headers of an answer; an odd or missing value is None."""
+    headers = response.headers
+    bucket = headers.get("X-RateLimit-Bucket")
+    reset = headers.get("X-RateLimit-Reset")
+    return Limits(
+        bucket=bucket[:100] if bucket else None,
+        reset=reset[:32] if _number(reset, float) is not None else None,
+        limit=_number(headers.get("X-RateLimit-Limit"), int),
+        remaining=_number(headers.get("X-RateLimit-Remaining"), int),
+        reset_after=_number(headers.get("X-RateLimit-Reset-After"), float),
+    )
+
+
+def is_global(response):
+    """A 429 of the global limit: every route waits, not only this bucket."""
+    headers = response.headers
+    if headers.get("X-RateLimit-Global", "").lower() == "true":
+        return True
+    if headers.get("X-RateLimit-Scope", "").lower() == "global":
+        return True
+    try:
+        return response.json().get("global") is True
+    except (ValueError, AttributeError):
+        return False
+
 
 class RateLimitAdapter(HTTPAdapter):
-    """Waits instead of failing when Discord says to slow down.
+    """Sends a request only with a permit of the shared pace, and feeds it the answer.
 
     Kept in the adapter so that the REST calls and requests-oauthlib's token
-    calls, which build their own requests, share one pool and one pace.
+    calls, which build their own requests, share one pool and one pace. A
+    429 is waited out (through the pace, which every process then honours)
+    up to ``max_retries_429`` times, never inside ``ratelimit.held_briefly``;
+    a permit further off than ``max_wait`` seconds raises RateLimited
+    without sending.
     """
 
-    def __init__(self, *, max_retries_429=3, max_wait=60.0, sleep=time.sleep, **kwargs):
+    def __init__(self, *, pace=None, max_retries_429=3, max_wait=60.0, **kwargs):
         super().__init__(**kwargs)
+        self.pace = pace or Pace("discord")
         self.max_retries_429 = max_retries_429
         self.max_wait = max_wait
-        self.sleep = sleep
-        self._lock = threading.Lock()
-        self._resume_at = 0.0
-
-    def _pause_until_allowed(self):
-        with self._lock:
-            wait = self._resume_at - time.monotonic()
-        if wait > 0:
-            self.sleep(wait)
-
-    def _note_headers(self, response):
-        """When the bucket is empty, hold later requests until it resets."""
-        remaining = response.headers.get("X-RateLimit-Remaining")
-        reset_after = response.headers.get("X-RateLimit-Reset-After")
-        if remaining is None or reset_after is None:
-            return
-        try:
-            if int(remaining) > 0:
-                return
-            resume = time.monotonic() + min(float(reset_after), self.max_wait)
-        except ValueError:
-            return
-        with self._lock:
-            self._resume_at = max(self._resume_at, resume)
 
     def send(self, request, **kwargs):
+        route, scope = route_and_scope(request)
         for attempt in range(self.max_retries_429 + 1):
-            self._pause_until_allowed()
-            response = super().send(request, **kwargs)
-            self._note_headers(response)
-            if response.status_code != 429 or attempt == self.max_retries_429:
+            permit = self.pace.acquire(route, scope, max_wait=self.max_wait)
+            try:
+                response = super().send(request, **kwargs)
+            except BaseException:
+                self.pace.release(permit)
+                raise
+            limits = limits_of(response)
+            if response.status_code != 429:
+                self.pace.observe(permit, limits)
                 return response
-            wait = retry_after(response)
-            if wait is None or wait > self.max_wait:
+            self.pace.refused(
+                permit, limits, retry_after=retry_after(response), is_global=is_global(response)
+            )
+            if attempt == self.max_retries_429 or is_held():
                 return response
             response.close()
-            with self._lock:
-                self._resume_at = max(self._resume_at, time.monotonic() + wait)
         return response
 
 
 def retry_after(response):
     """Seconds Discord asks us to wait: the body's retry_after, else the header."""
     try:
-        return float(response.json()["retry_after"])
+        return _number(response.json()["retry_after"], float)
     except (ValueError, KeyError, TypeError):
         pass
-    try:
-        return float(response.headers["Retry-After"])
-    except (KeyError, ValueError):
-        return None
+    return _number(response.headers.get("Retry-After"), float)
 
 
 _adapter = RateLimitAdapter(pool_connections=4, pool_maxsize=32)

@@ -4,19 +4,15 @@ Everything talks real HTTP to the local Discord stand-in, whose refresh
 tokens rotate like Discord's: a refresh kills the old refresh token.
 """
 
-import os
-import select
 import subprocess
 import sys
 import threading
 import time
 from datetime import timedelta
-from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 import requests
-from django.db import connection
+from django.db import connection, connections
 from django.utils import timezone
 from django.utils.html import escape
 
@@ -25,56 +21,7 @@ from connectors.exceptions import NeedsReconnect, NotConfigured, ProviderUnavail
 from connectors.models import ConnectedAccount
 from connectors.tokens import RECONNECT_REASON, account_refresh, fresh_access_token
 from tests.conftest import SERVICE_ID
-from tests.helpers import connect
-
-REPO = Path(__file__).resolve().parents[2]
-
-postgres_only = pytest.mark.skipif(
-    connection.vendor != "postgresql",
-    reason="needs row locks across connections and processes; runs in CI's PostgreSQL pass "
-    "(DATABASE_URL=postgres://...)",
-)
-
-
-def seed_account(standin, user, *, expires_in, scopes="identify"):
-    """A stored account holding a grant the stand-in knows, without the browser dance."""
-    person = standin.add_user(username=f"seed_{standin.snowflake()}", global_name=None, email=None, guilds=[])
-    grant = standin.create_grant(person, scopes=scopes, expires_in=expires_in)
-    return ConnectedAccount.objects.create(
-        user=user,
-        service_id=SERVICE_ID,
-        uid=person.id,
-        username=person.username,
-        access_token=grant.access_token,
-        refresh_token=grant.refresh_token,
-        scopes=scopes,
-        expires_at=timezone.now() + timedelta(seconds=expires_in),
-    )
-
-
-def child_env(standin):
-    """The environment a child process needs to share this test's database and stand-in."""
-    db = connection.settings_dict
-    credentials = quote(db["USER"] or "") + (f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else "")
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": f"postgres://{credentials}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}",
-        "DISCORD_API_BASE_URL": standin.api_base_url,
-        "DISCORD_AUTHORIZE_URL": standin.authorize_url,
-        "LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(REPO),
-    }
-
-
-def read_line(process, *, timeout):
-    """A line from a child's stdout, or a failure instead of a hang."""
-    ready, _, _ = select.select([process.stdout], [], [], timeout)
-    assert ready, f"child {process.pid} said nothing within {timeout}s"
-    line = process.stdout.readline()
-    assert line, f"child {process.pid} exited early: {process.stderr.read()}"
-    return line.strip()
-
+from tests.helpers import REPO, child_env, connect, postgres_only, read_line, seed_account
 
 def make_due(account, seconds=60):
     ConnectedAccount.objects.filter(pk=account.pk).update(
@@ -290,7 +237,7 @@ CALLER = """
 import sys, time
 import django
 django.setup()
-from django.db import connection
+from django.db import connections
 from connectors.models import ConnectedAccount
 from connectors.tokens import fresh_access_token
 account = ConnectedAccount.objects.get(pk=int(sys.argv[1]))
@@ -298,7 +245,7 @@ print("ready", flush=True)
 start_at = float(sys.stdin.readline())
 time.sleep(max(0.0, start_at - time.time()))
 print(fresh_access_token(account), flush=True)
-connection.close()
+connections.close_all()
 """
 
 
@@ -338,7 +285,7 @@ def test_threads_and_processes_at_once_cause_one_refresh_and_share_its_token(
             except Exception as error:
                 errors.append(error)
             finally:
-                connection.close()
+                connections.close_all()
 
         threads = [threading.Thread(target=call) for _ in range(threads_count)]
         for process in processes:
@@ -384,7 +331,7 @@ def test_a_sweep_skips_an_account_another_caller_holds(transactional_db, standin
                 locked.set()
                 release.wait(timeout=10)
         finally:
-            connection.close()
+            connections.close_all()
 
     holder = threading.Thread(target=hold)
     holder.start()

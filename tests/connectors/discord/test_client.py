@@ -1,10 +1,15 @@
 """The Discord REST client: polite under rate limits, typed errors, one pool, the headers Discord asks for."""
 
+import base64
+import pickle
 import threading
 
 import pytest
 import requests
 import responses
+
+from django.core.cache import cache
+from django.db import connections, router
 
 from connectors.discord import client
 from connectors.exceptions import (
@@ -15,6 +20,8 @@ from connectors.exceptions import (
     RateLimited,
     Unauthorized,
 )
+from connectors.ratelimit import Pace
+from tests.helpers import FakeClock
 
 URL = "https://discord.test/api/v10/users/@me"
 TOKEN = "user-access-token-value"
@@ -22,34 +29,48 @@ BOT_TOKEN = "bot-token-value"
 
 
 @pytest.fixture
-def waits():
-    return []
+def clock():
+    return FakeClock()
 
 
 @pytest.fixture
-def session(waits):
-    """A session on a fresh adapter whose pauses are recorded instead of slept."""
+def waits(clock):
+    return clock.waits
+
+
+def paced_adapter(clock, **kwargs):
+    return client.RateLimitAdapter(pace=Pace("discord", clock=clock.time, sleep=clock.sleep), **kwargs)
+
+
+@pytest.fixture
+def session(clock):
+    """A session on a fresh adapter whose pace runs on a clock that sleeps at once."""
     with requests.Session() as session:
-        session.mount("https://", client.RateLimitAdapter(sleep=waits.append))
+        session.mount("https://", paced_adapter(clock))
         yield session
 
 
 @pytest.fixture
-def api(settings, waits, monkeypatch):
-    """The module's shared adapter, recording its pauses and left with none pending."""
+def api(settings, clock, monkeypatch):
+    """The module's shared adapter, on the same clock."""
     settings.DISCORD_API_BASE_URL = "https://discord.test/api/v10"
-    monkeypatch.setattr(client._adapter, "sleep", waits.append)
+    monkeypatch.setattr(client._adapter, "pace", Pace("discord", clock=clock.time, sleep=clock.sleep))
     with responses.RequestsMock() as mock:
         yield mock
-    client._adapter._resume_at = 0.0
 
 
-def limited(retry_after=0.25, **headers):
+def limited(retry_after=0.25, is_global=False, **headers):
     return {"status": 429, "json": {"message": "You are being rate limited.", "retry_after": retry_after,
-                                    "global": False}, "headers": headers}
+                                    "global": is_global}, "headers": headers}
 
 
-# RateLimitAdapter
+def bucket(limit=5, remaining=4, reset_after=1.0, name="users-me"):
+    """The rate-limit headers Discord sends with every answer."""
+    return {"X-RateLimit-Bucket": name, "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": str(remaining), "X-RateLimit-Reset-After": str(reset_after)}
+
+
+# RateLimitAdapter and the shared pace
 
 
 @responses.activate
@@ -61,7 +82,7 @@ def test_a_429_is_waited_out_for_the_body_retry_after_then_retried(session, wait
 
     assert answer.status_code == 200
     assert len(responses.calls) == 2
-    assert waits == [pytest.approx(0.25, abs=0.05)]
+    assert sum(waits) == pytest.approx(0.25, abs=0.05)
 
 
 @responses.activate
@@ -70,39 +91,110 @@ def test_a_429_with_only_a_retry_after_header_is_waited_out(session, waits):
     responses.get(URL, json={"id": "1"})
 
     assert session.get(URL, timeout=5).status_code == 200
-    assert waits == [pytest.approx(2.0, abs=0.05)]
+    assert sum(waits) == pytest.approx(2.0, abs=0.05)
 
 
 @responses.activate
-def test_a_429_asking_for_too_long_a_wait_is_handed_back(waits):
+def test_a_429_asking_for_too_long_a_wait_is_not_sent_again(clock):
     with requests.Session() as session:
-        session.mount("https://", client.RateLimitAdapter(sleep=waits.append, max_wait=5))
+        session.mount("https://", paced_adapter(clock, max_wait=5))
         responses.get(URL, **limited(retry_after=30))
-        assert session.get(URL, timeout=5).status_code == 429
+        with pytest.raises(RateLimited) as caught:
+            session.get(URL, timeout=5)
+    assert caught.value.retry_after == pytest.approx(30, abs=0.1)
     assert len(responses.calls) == 1
-    assert waits == []
+    assert clock.waits == []
 
 
 @responses.activate
-def test_an_empty_bucket_pauses_the_next_request_until_it_resets(session, waits):
-    responses.get(URL, json={"id": "1"}, headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset-After": "2.5"})
-    responses.get(URL, json={"id": "1"}, headers={"X-RateLimit-Remaining": "4", "X-RateLimit-Reset-After": "1"})
+def test_odd_rate_limit_values_are_ignored_not_fatal(session, waits):
+    responses.get(URL, json={"id": "1"}, headers={
+        "X-RateLimit-Bucket": "b", "X-RateLimit-Limit": "lots", "X-RateLimit-Remaining": "-3",
+        "X-RateLimit-Reset-After": "nan"})
+    responses.get(URL, **limited(retry_after="soon"))
+    responses.get(URL, json={"id": "1"})
+
+    assert session.get(URL, timeout=5).status_code == 200
+    assert session.get(URL, timeout=5).status_code == 200
+    assert sum(waits) <= 1.0
+
+
+@responses.activate
+def test_an_empty_bucket_holds_the_next_request_until_it_resets(session, waits):
+    responses.get(URL, json={"id": "1"}, headers=bucket(remaining=0, reset_after=2.5))
+    responses.get(URL, json={"id": "1"}, headers=bucket(remaining=4))
 
     session.get(URL, timeout=5)
     assert waits == []
     session.get(URL, timeout=5)
 
-    assert waits == [pytest.approx(2.5, abs=0.05)]
+    assert sum(waits) == pytest.approx(2.5, abs=0.05)
 
 
 @responses.activate
-def test_requests_go_straight_through_while_the_bucket_has_room(session, waits):
-    responses.get(URL, json={"id": "1"}, headers={"X-RateLimit-Remaining": "3", "X-RateLimit-Reset-After": "1"})
-
-    for _ in range(3):
+def test_requests_of_one_bucket_are_spread_so_no_window_holds_more_than_its_limit(session, clock):
+    responses.get(URL, json={"id": "1"}, headers=bucket(limit=5, remaining=4, reset_after=1.0))
+    sent = []
+    for _ in range(12):
         session.get(URL, timeout=5)
+        sent.append(clock.now)
 
-    assert waits == []
+    for first in sent:
+        assert sum(1 for at in sent if first <= at < first + 1.0) <= 5
+    # ... and not much slower than the limit: 12 requests at 5 a second.
+    assert sent[-1] - sent[0] < 3.0
+
+
+@responses.activate
+def test_each_token_keeps_its_own_count_in_a_bucket(session, clock):
+    responses.get(URL, json={"id": "1"}, headers=bucket(limit=2, remaining=1, reset_after=1.0))
+    for token in ("first-token", "second-token", "third-token"):
+        session.get(URL, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+
+    assert clock.waits == []
+
+
+@responses.activate
+def test_a_global_429_holds_back_every_route(session, waits):
+    other = "https://discord.test/api/v10/oauth2/@me"
+    responses.get(URL, **limited(retry_after=1.5, is_global=True, **{"X-RateLimit-Global": "true"}))
+    responses.get(URL, json={"id": "1"})
+    responses.get(other, json={"scopes": []})
+
+    session.get(URL, timeout=5)
+    waited = sum(waits)
+    session.get(other, timeout=5)
+
+    assert waited == pytest.approx(1.5, abs=0.05)
+
+
+def test_the_pace_is_shared_through_the_cache_not_kept_by_the_adapter(clock):
+    """Two adapters stand for two processes: one's 429 holds the other back."""
+    with responses.RequestsMock() as mock, requests.Session() as one, requests.Session() as two:
+        one.mount("https://", paced_adapter(clock, max_retries_429=0))
+        two.mount("https://", paced_adapter(clock))
+        mock.get(URL, **limited(retry_after=3, **bucket(remaining=0, reset_after=3)))
+        mock.get(URL, json={"id": "1"}, headers=bucket())
+
+        assert one.get(URL, timeout=5).status_code == 429
+        assert two.get(URL, timeout=5).status_code == 200
+
+    assert sum(clock.waits) == pytest.approx(3, abs=0.05)
+
+
+def test_no_credential_is_kept_in_the_cache(api):
+    """The pace keys its counters by digests: the cache table holds no token, even for a moment."""
+    api.get(URL, json={"id": "1"}, headers=bucket(remaining=0, reset_after=1))
+    client.current_user(client.bearer(TOKEN))
+
+    database = connections[router.db_for_read(cache.cache_model_class)]
+    with database.cursor() as cursor:
+        cursor.execute(f"SELECT cache_key, value FROM {database.ops.quote_name(cache._table)}")
+        rows = cursor.fetchall()
+    assert len(rows) >= 3
+    stored = repr(rows) + repr([pickle.loads(base64.b64decode(value)) for _, value in rows])
+    assert TOKEN not in stored
+    assert "@me" not in stored
 
 
 # send and the typed errors
@@ -114,7 +206,7 @@ def test_send_retries_a_429_and_returns_the_body(api, waits):
 
     assert client.current_user(client.bearer(TOKEN)) == {"id": "42", "username": "alice"}
     assert len(api.calls) == 2
-    assert waits == [pytest.approx(0.01, abs=0.05)]
+    assert sum(waits) == pytest.approx(0.01, abs=0.05)
 
 
 def test_send_gives_up_after_the_bounded_retries_with_rate_limited(api, waits):
@@ -126,7 +218,7 @@ def test_send_gives_up_after_the_bounded_retries_with_rate_limited(api, waits):
 
     assert caught.value.retry_after == 0.5
     assert len(api.calls) == client._adapter.max_retries_429 + 1
-    assert len(waits) == client._adapter.max_retries_429
+    assert sum(waits) == pytest.approx(0.5 * client._adapter.max_retries_429, abs=0.1)
     assert isinstance(caught.value, ProviderUnavailable)
 
 
