@@ -2,28 +2,41 @@
 
 Meant to run from cron on several hosts at once: each account is refreshed
 through ``account_refresh`` with ``skip_locked``, so an account another run
-holds is skipped rather than waited for, and one it already refreshed is
-found fresh under the lock and left alone. Candidates are read as primary
-keys in keyset pages and handed to the workers through a bounded queue, so
-memory stays flat however many accounts there are.
+holds is skipped rather than waited for, and one another run refreshed
+within the last minute (RECENT) is left alone, however wide ``--within``
+is. Requests keep the pace every process shares (``connectors.ratelimit``);
+an account the rate limit still held back goes back in this run's queue, to
+be tried again when the provider allows, until the run's deadline. Only
+then does it count as failed. Candidates are read as primary keys in keyset
+pages and handed to the workers through a bounded queue, so memory stays
+flat however many accounts there are.
 """
 
+import heapq
 import logging
 import queue
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 
-from django.db import connection
+from django.db import connection, connections
 from django.utils import timezone
 
-from .exceptions import ConnectorError, NeedsReconnect, NotConfigured, ProviderError
+from .exceptions import ConnectorError, NeedsReconnect, NotConfigured, ProviderError, RateLimited
 from .models import ConnectedAccount, rows_by_pk
 from .tokens import account_refresh
 
 logger = logging.getLogger("connectors.sweep")
 
 REFRESHED, SKIPPED, FAILED, NEEDS_RECONNECT = "refreshed", "skipped", "failed", "needs_reconnect"
+RATE_LIMITED = "rate_limited"
+# An account refreshed this recently was another run's work.
+RECENT = timedelta(minutes=1)
+DEFAULT_MAX_TIME = timedelta(minutes=15)
+# How often an idle worker looks for an account to try again, and the run's deadline.
+IDLE = 0.2
 
 
 @dataclass
@@ -32,6 +45,11 @@ class Summary:
     skipped: int = 0
     failed: int = 0
     needs_reconnect: int = 0
+    # Times an account went back in the queue because of the rate limit.
+    retried: int = 0
+    # The deadline came with accounts still to do, or the rate limit would
+    # have held one back past it.
+    timed_out: bool = False
 
     @property
     def done(self):
@@ -41,19 +59,26 @@ class Summary:
         setattr(self, outcome, getattr(self, outcome) + 1)
 
     def line(self):
-        return (
+        line = (
             f"refreshed {self.refreshed}, skipped {self.skipped}, "
             f"failed {self.failed}, needs reconnect {self.needs_reconnect}"
         )
+        if self.retried:
+            line += f" ({self.retried} waited out a rate limit)"
+        return line
 
 
 def due_queryset(*, within):
-    """Active accounts with an expiry inside the window; accounts without one never expire."""
+    """Active accounts with an expiry inside the window, not refreshed within RECENT.
+
+    Accounts without an expiry never expire.
+    """
+    now = timezone.now()
     return ConnectedAccount.objects.filter(
         status=ConnectedAccount.Status.ACTIVE,
         expires_at__isnull=False,
-        expires_at__lte=timezone.now() + within,
-    )
+        expires_at__lte=now + within,
+    ).exclude(refreshed_at__gt=now - RECENT)
 
 
 def due_accounts(*, within, batch_size=200, fields=("pk",)):
@@ -65,64 +90,148 @@ def due_accounts(*, within, batch_size=200, fields=("pk",)):
     return rows_by_pk(due_queryset(within=within), fields, batch_size=batch_size)
 
 
-def refresh_due(*, within, workers=4, batch_size=200, on_progress=None):
+def refresh_due(*, within, workers=4, batch_size=200, max_time=DEFAULT_MAX_TIME, on_progress=None):
     """Refresh the accounts due within ``within`` (a timedelta); return the Summary.
 
     ``on_progress(summary)`` is called after each account, one call at a time.
-    Without row locks (SQLite) every refresh holds the database's single
-    write lock, so more workers would only queue on it: there the accounts
-    are refreshed one after another in the calling thread.
+    No refresh starts after ``max_time`` (a timedelta); accounts the rate
+    limit held back until then count as failed, and ``summary.timed_out``
+    says whether any were left. Without row locks (SQLite) every refresh
+    holds the database's single write lock, so more workers would only queue
+    on it: there the accounts are refreshed one after another in the
+    calling thread.
     """
-    margin = within.total_seconds()
-    summary = Summary()
+    run = _Run(margin=within.total_seconds(), max_time=max_time, on_progress=on_progress)
+    pages = due_accounts(within=within, batch_size=batch_size)
     if workers == 1 or not connection.features.has_select_for_update:
-        for (pk,) in due_accounts(within=within, batch_size=batch_size):
-            summary.add(_refresh_one(pk, margin=margin))
-            if on_progress is not None:
-                on_progress(summary)
-        return summary
-    lock = threading.Lock()
-    stop = threading.Event()
+        run.work(lambda timeout: next(pages, (None,))[0])
+        return run.summary
     # Bounded, so reading never runs more than a page ahead of refreshing;
     # never below `workers`, so that every worker's end marker always fits.
     work = queue.Queue(maxsize=max(batch_size, workers))
 
+    def take(timeout):
+        try:
+            return work.get(timeout=timeout)
+        except queue.Empty:
+            return _WAIT
+
     def worker():
         try:
-            while True:
-                pk = work.get()
-                if pk is None or stop.is_set():
-                    return
-                outcome = _refresh_one(pk, margin=margin)
-                with lock:
-                    summary.add(outcome)
-                    if on_progress is not None:
-                        on_progress(summary)
+            run.work(take)
         except BaseException:
-            stop.set()
-            _drain(work)
+            run.stop.set()
             raise
         finally:
-            connection.close()
+            connections.close_all()
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refresh-tokens") as pool:
         running = [pool.submit(worker) for _ in range(workers)]
         try:
-            for (pk,) in due_accounts(within=within, batch_size=batch_size):
-                if stop.is_set():
+            for (pk,) in pages:
+                if not run.put(work, pk):
+                    run.note_left()
                     break
-                work.put(pk)
         except BaseException:
-            stop.set()
+            run.stop.set()
             raise
         finally:
-            if stop.is_set():
+            if run.stopped():
                 _drain(work)
             for _ in running:
-                work.put(None)
+                run.put(work, None, always=True)
         for future in running:
             future.result()
-    return summary
+    return run.summary
+
+
+# What a worker's source answers when it has no account right now but may later.
+_WAIT = object()
+
+
+class _Run:
+    """What the workers of one sweep share: accounts to try again, the deadline, the Summary."""
+
+    def __init__(self, *, margin, max_time, on_progress):
+        self.margin = margin
+        self.deadline = time.monotonic() + max_time.total_seconds()
+        self.on_progress = on_progress
+        self.summary = Summary()
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        # (monotonic time it may be tried again, pk)
+        self.retries = []
+
+    def stopped(self):
+        return self.stop.is_set() or time.monotonic() >= self.deadline
+
+    def put(self, work, item, *, always=False):
+        """Hand ``item`` to the workers; False if the run stopped first."""
+        while True:
+            try:
+                work.put(item, timeout=IDLE)
+                return True
+            except queue.Full:
+                if self.stopped():
+                    if not always:
+                        return False
+                    # The workers are gone or going: make room for the end markers.
+                    _drain(work)
+
+    def note_left(self):
+        with self.lock:
+            self.summary.timed_out = True
+
+    def work(self, take):
+        """Refresh accounts from ``take(timeout)`` and the retries until both are done."""
+        new_done = False
+        while True:
+            pk, new_done = self._next(take, new_done)
+            if pk is None:
+                return
+            outcome, wait = _refresh_one(pk, margin=self.margin)
+            with self.lock:
+                if outcome == RATE_LIMITED:
+                    again = time.monotonic() + wait
+                    if again < self.deadline:
+                        heapq.heappush(self.retries, (again, pk))
+                        self.summary.retried += 1
+                        continue
+                    outcome = FAILED
+                    self.summary.timed_out = True
+                self.summary.add(outcome)
+                if self.on_progress is not None:
+                    self.on_progress(self.summary)
+
+    def _next(self, take, new_done):
+        """The next account: a retry that is due, else a new one; (None, _) when none is left."""
+        while True:
+            now = time.monotonic()
+            with self.lock:
+                if self.stopped():
+                    self._give_up(new_done)
+                    return None, new_done
+                if self.retries and self.retries[0][0] <= now:
+                    return heapq.heappop(self.retries)[1], new_done
+                wait = min(IDLE, self.retries[0][0] - now) if self.retries else IDLE
+                if new_done and not self.retries:
+                    return None, new_done
+            if new_done:
+                time.sleep(wait)
+                continue
+            pk = take(wait)
+            if pk is None:
+                new_done = True
+            elif pk is not _WAIT:
+                return pk, new_done
+
+    def _give_up(self, new_done):
+        """At the deadline: what waits for the rate limit has failed."""
+        if self.retries or not new_done:
+            self.summary.timed_out = True
+        for _ in self.retries:
+            self.summary.add(FAILED)
+        self.retries.clear()
 
 
 def _drain(work):
@@ -134,20 +243,24 @@ def _drain(work):
 
 
 def _refresh_one(pk, *, margin):
-    """One account's outcome; no error escapes, so one bad account never stops the sweep."""
+    """One account's outcome and, when rate limited, how long to wait; no error escapes."""
     try:
-        result = account_refresh(ConnectedAccount(pk=pk), margin=margin, skip_locked=True)
+        result = account_refresh(
+            ConnectedAccount(pk=pk), margin=margin, skip_locked=True, min_age=RECENT, max_wait=0
+        )
     except NeedsReconnect:
-        return NEEDS_RECONNECT
+        return NEEDS_RECONNECT, 0
+    except RateLimited as limited:
+        return RATE_LIMITED, 1.0 if limited.retry_after is None else limited.retry_after
     except (ProviderError, NotConfigured):
         # account_refresh has logged it and recorded it on the account.
-        return FAILED
+        return FAILED, 0
     except ConnectorError as error:
         logger.warning("could not refresh account %s: %s", pk, error)
-        return FAILED
+        return FAILED, 0
     except Exception:
         logger.exception("could not refresh account %s", pk)
-        return FAILED
+        return FAILED, 0
     if result is None or not result.refreshed:
-        return SKIPPED
-    return REFRESHED
+        return SKIPPED, 0
+    return REFRESHED, 0

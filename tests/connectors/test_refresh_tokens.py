@@ -3,6 +3,7 @@
 import re
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from io import StringIO
 
@@ -15,9 +16,12 @@ from connectors.management.commands.refresh_tokens import parse_duration
 from connectors.models import ConnectedAccount
 from tests.conftest import SERVICE_ID
 
-from tests.connectors.test_tokens import REPO, child_env, postgres_only, seed_account
+from tests.helpers import REPO, child_env, postgres_only, seed_account
 
-SUMMARY = re.compile(r"^refreshed (\d+), skipped (\d+), failed (\d+), needs reconnect (\d+)$")
+SUMMARY = re.compile(
+    r"^refreshed (\d+), skipped (\d+), failed (\d+), needs reconnect (\d+)"
+    r"(?: \((\d+) waited out a rate limit\))?$"
+)
 
 
 class Terminal(StringIO):
@@ -35,7 +39,12 @@ def summary_of(output):
     lines = output.strip().splitlines()
     match = SUMMARY.match(lines[-1])
     assert match, f"no summary line at the end of {output!r}"
-    return tuple(int(n) for n in match.groups())
+    return tuple(int(n) for n in match.groups()[:4])
+
+
+def requeued_in(output):
+    """How many times the run put an account back in its queue for the rate limit."""
+    return int(SUMMARY.match(output.strip().splitlines()[-1]).group(5) or 0)
 
 
 def secrets_in(output, accounts):
@@ -241,3 +250,151 @@ def test_two_runs_started_together_refresh_each_account_once(transactional_db, s
     assert all(account.status == ConnectedAccount.Status.ACTIVE for account in stored)
     assert all(standin.refresh_token_valid(account.refresh_token) for account in stored)
     assert all(account.refreshed_at is not None for account in stored)
+
+
+# The rate limit: one pace for every run, nothing given up for a 429.
+
+
+def test_an_account_the_rate_limit_held_back_is_refreshed_later_in_the_same_run(accounts, standin):
+    standin.rate_limit_next(count=1, retry_after=0.2, is_global=False)
+
+    output = run("--workers", "1")
+
+    assert summary_of(output) == (3, 0, 0, 0)
+    assert requeued_in(output) == 1
+    assert standin.count("token.refresh_token") == 4
+    assert standin.count_429() == 1
+    for account in accounts["due"]:
+        stored = ConnectedAccount.objects.get(pk=account.pk)
+        assert standin.refresh_token_valid(stored.refresh_token)
+        assert stored.last_error == ""
+
+
+def test_a_run_stops_at_max_time_and_keeps_the_accounts_it_could_not_do(accounts, standin):
+    standin.rate_limit_next(count=100, retry_after=0.3, is_global=True)
+    out = StringIO()
+
+    with pytest.raises(CommandError, match="Stopped after --max-time 2s"):
+        run("--workers", "1", "--max-time", "2s", stdout=out)
+
+    refreshed, skipped, failed, reconnect = summary_of(out.getvalue())
+    assert (refreshed, reconnect) == (0, 0)
+    assert requeued_in(out.getvalue()) >= 3
+    for account in accounts["due"]:
+        stored = ConnectedAccount.objects.get(pk=account.pk)
+        assert stored.access_token == account.access_token
+        assert stored.status == ConnectedAccount.Status.ACTIVE
+        assert standin.refresh_token_valid(stored.refresh_token)
+    # Requests waited for the provider's word instead of being sent to be refused again.
+    assert standin.count_429() <= 2 / 0.3 + 2
+
+
+def test_a_wait_past_the_deadline_is_not_waited_for(accounts, standin):
+    standin.rate_limit_next(count=1, retry_after=30, is_global=True)
+    out = StringIO()
+
+    with pytest.raises(CommandError, match="Stopped after --max-time 5s"):
+        run("--workers", "1", "--max-time", "5s", stdout=out)
+
+    assert summary_of(out.getvalue()) == (0, 0, 3, 0)
+    assert standin.count("token.refresh_token") == 1
+    assert all(standin.refresh_token_valid(a.refresh_token) for a in accounts["due"])
+
+
+def test_an_account_refreshed_a_moment_ago_is_not_refreshed_again_however_wide_the_window(
+    accounts, standin, monkeypatch
+):
+    assert summary_of(run("--within", "30d")) == (4, 0, 0, 0)
+    # Discord's tokens live a week: all four are still due within 30 days.
+    assert run("--within", "30d", "--dry-run").strip().splitlines()[-1].startswith("would refresh 0")
+
+    refreshed = [accounts["later"], *accounts["due"]]
+    real = sweep.due_accounts
+
+    def stale_listing(**kwargs):
+        for account in refreshed:
+            yield (account.pk,)
+        yield from real(**kwargs)
+
+    monkeypatch.setattr(sweep, "due_accounts", stale_listing)
+    assert summary_of(run("--within", "30d")) == (0, 4, 0, 0)
+    assert standin.count("token.refresh_token") == 4
+
+
+def seed_many(standin, user, count, *, expires_in=60):
+    """``count`` accounts whose grants the stand-in knows, stored in one statement."""
+    now = timezone.now()
+    grants = []
+    for index in range(count):
+        person = standin.add_user(username=f"sweep_{index}", global_name=None, email=None, guilds=[])
+        grants.append((person, standin.create_grant(person, scopes="identify", expires_in=expires_in)))
+    ConnectedAccount.objects.bulk_create(
+        ConnectedAccount(
+            user=user,
+            service_id=SERVICE_ID,
+            uid=person.id,
+            username=person.username,
+            access_token=grant.access_token,
+            refresh_token=grant.refresh_token,
+            scopes="identify",
+            expires_at=now + timedelta(seconds=expires_in),
+        )
+        for person, grant in grants
+    )
+
+
+def sweep_processes(standin, *arguments, count=2, env=None):
+    """``count`` refresh_tokens runs started together, as several hosts' cron would; their outputs."""
+    command = [sys.executable, "manage.py", "refresh_tokens", *arguments]
+    runs = [
+        subprocess.Popen(command, cwd=REPO, env={**child_env(standin), **(env or {})},
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(count)
+    ]
+    try:
+        outputs = [process.communicate(timeout=180) for process in runs]
+    finally:
+        for process in runs:
+            if process.poll() is None:
+                process.kill()
+    for process, (out, err) in zip(runs, outputs):
+        assert process.returncode == 0, err
+    return [out for out, _ in outputs]
+
+
+def assert_each_refreshed_once(standin, outputs, count):
+    summaries = [summary_of(out) for out in outputs]
+    assert sum(refreshed for refreshed, *_ in summaries) == count
+    assert all(failed == reconnect == 0 for _, _, failed, reconnect in summaries)
+    stored = list(ConnectedAccount.objects.all())
+    assert len(stored) == count
+    assert all(account.status == ConnectedAccount.Status.ACTIVE for account in stored)
+    assert all(standin.refresh_token_valid(account.refresh_token) for account in stored)
+    # Exactly once: every refresh Discord carried out is one an account stored.
+    assert standin.count("token.refresh_token") - standin.count_429("token.refresh_token") == count
+
+
+@postgres_only
+@pytest.mark.parametrize("cache_url", ["", "redis://127.0.0.1:6379/15"], ids=["database-cache", "redis"])
+def test_two_hosts_sweeping_at_once_keep_one_pace_under_the_limit(
+    transactional_db, standin, alice, cache_url  # noqa: F811
+):
+    """Two runs of four workers, 40 accounts, 5 refreshes a second allowed by Discord."""
+    if cache_url:
+        import redis
+
+        redis.Redis.from_url(cache_url).flushdb()
+    seed_many(standin, alice, 40)
+    standin.rate_limit(5)
+    started = time.monotonic()
+
+    outputs = sweep_processes(
+        standin, "--within", "30d", "--workers", "4", env={"CACHE_URL": cache_url} if cache_url else None
+    )
+
+    elapsed = time.monotonic() - started
+    assert_each_refreshed_once(standin, outputs, 40)
+    sent = standin.count("token")
+    assert standin.count_429() <= 0.05 * sent, (standin.count_429(), sent)
+    # Paced, not crawling: 40 refreshes at 5 a second.
+    assert elapsed < 30

@@ -177,7 +177,9 @@ def admin_action(admin_client, audit, name):
 
 
 def expire_all():
-    ConnectedAccount.objects.update(expires_at=timezone.now() - timedelta(minutes=1))
+    """Every token expired, and refreshed long enough ago that a sweep takes it again."""
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+    ConnectedAccount.objects.update(expires_at=timezone.now() - timedelta(minutes=1), refreshed_at=an_hour_ago)
 
 
 def test_the_whole_life_cycle_leaks_no_secret(audit, standin, admin_client, client, caplog, capsys):

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 
-from connectors.sweep import due_accounts, due_queryset, refresh_due
+from connectors.sweep import DEFAULT_MAX_TIME, due_accounts, due_queryset, refresh_due
 
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
@@ -12,19 +12,22 @@ DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 PROGRESS_INTERVAL = 0.2
 
 
-def parse_duration(text):
+def parse_duration(text, option="--within"):
     """``90m``, ``12h``, ``30d``, ``45s`` as a timedelta; CommandError otherwise."""
     match = DURATION.match(text or "")
     if match is None:
         raise CommandError(
-            f"--within expects a whole number and a unit (s, m, h or d), e.g. 90m, 12h, 30d "
+            f"{option} expects a whole number and a unit (s, m, h or d), e.g. 90m, 12h, 30d "
             f"or 45s; got {text!r}."
         )
     number, unit = match.groups()
     try:
-        return timedelta(**{UNITS[unit]: int(number)})
+        duration = timedelta(**{UNITS[unit]: int(number)})
     except OverflowError:
-        raise CommandError(f"--within {text} is longer than any token lives.") from None
+        raise CommandError(f"{option} {text} is longer than any token lives.") from None
+    if not duration:
+        raise CommandError(f"{option} must be longer than zero; got {text!r}.")
+    return duration
 
 
 def positive(text):
@@ -37,8 +40,10 @@ def positive(text):
 class Command(BaseCommand):
     help = (
         "Refresh the access token of every active account whose token expires within "
-        "--within. Safe to run on several hosts at once: accounts another run is "
-        "refreshing are skipped. Exits non-zero when any refresh failed."
+        "--within. Safe to run on several hosts at once: all keep one pace of requests, "
+        "and accounts another run is refreshing or refreshed within the last minute are "
+        "skipped. An account the rate limit holds back is tried again until --max-time. "
+        "Exits non-zero when any refresh failed or time ran out."
     )
 
     def add_arguments(self, parser):
@@ -61,13 +66,20 @@ class Command(BaseCommand):
             help="Accounts read from the database at a time (default 200).",
         )
         parser.add_argument(
+            "--max-time",
+            default=f"{int(DEFAULT_MAX_TIME.total_seconds() // 60)}m",
+            help="Start no refresh after this long; accounts the rate limit held back until then "
+            "count as failed: 45s, 90m, 1h (default 15m).",
+        )
+        parser.add_argument(
             "--dry-run",
             action="store_true",
             help="List the accounts that would be refreshed; change nothing.",
         )
 
-    def handle(self, *args, within, workers, batch_size, dry_run, **options):
+    def handle(self, *args, within, workers, batch_size, max_time, dry_run, **options):
         window = parse_duration(within)
+        deadline = parse_duration(max_time, "--max-time")
         if dry_run:
             self.list_due(window, batch_size)
             return
@@ -76,11 +88,17 @@ class Command(BaseCommand):
             within=window,
             workers=workers,
             batch_size=batch_size,
+            max_time=deadline,
             on_progress=self.progress(window) if terminal else None,
         )
         if terminal:
             self.stdout.write("\r\033[K", ending="")
         self.stdout.write(summary.line())
+        if summary.timed_out:
+            raise CommandError(
+                f"Stopped after --max-time {max_time} with accounts still due: the rate limit "
+                f"held them back ({summary.failed} counted as failed). Run again to refresh them."
+            )
         if summary.failed:
             raise CommandError(
                 f"{summary.failed} account(s) could not be refreshed; the log and each "
