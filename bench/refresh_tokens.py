@@ -3,12 +3,18 @@
 Run from the repository root:
 
     python bench/refresh_tokens.py --accounts 2000 --rate 50
+    python bench/refresh_tokens.py --hosts 2 --accounts 200 --rate 5
     python bench/refresh_tokens.py --memory-check
 
 It starts the Discord stand-in in its own process, limited to ``--rate``
-requests a second like Discord's global limit, seeds grants there through its
-control API and matching accounts here, then runs the sweep in this process
-and reports how close it came to the limit and whether any account was lost.
+requests a second in each bucket as Discord limits the token endpoint, seeds
+grants there through its control API and matching accounts here, then runs
+the sweep in this process and reports how close it came to the limit, how
+many requests the stand-in refused with 429, and whether any account was
+lost. With ``--hosts N`` the sweep runs instead as N ``manage.py
+refresh_tokens --workers 4`` processes started together, as N hosts' cron
+would start them: they share the pace through the cache (CACHE_URL; the
+database cache by default), and every account must be refreshed exactly once.
 Every stored token is then checked by refreshing it once more with the limit
 lifted: a token the stand-in no longer accepts marks its account "needs
 reconnect", which is what counts as lost.
@@ -48,6 +54,12 @@ def parse_args():
     parser.add_argument("--workers", type=int, default=8, help="sweep workers (default 8)")
     parser.add_argument("--batch-size", type=int, default=200, help="sweep page size (default 200)")
     parser.add_argument(
+        "--hosts",
+        type=int,
+        default=0,
+        help="instead of sweeping here: this many refresh_tokens processes at once, 4 workers each",
+    )
+    parser.add_argument(
         "--memory-check",
         action="store_true",
         help=f"instead: peak memory of sweeps of {MEMORY_SIZES[0]:,} and {MEMORY_SIZES[1]:,} accounts, no limit",
@@ -85,8 +97,9 @@ class Bench:
         self._post("rate_limit", {"per_second": per_second})
 
     def refresh_requests(self):
-        answer = self.control.get(f"{self.base_url}/_standin/stats", timeout=10)
-        return answer.json()["counts"]["token.refresh_token"]
+        """Refresh requests the stand-in received, and how many of them it refused with 429."""
+        stats = self.control.get(f"{self.base_url}/_standin/stats", timeout=10).json()
+        return stats["counts"]["token.refresh_token"], stats["rate_limited_counts"]["token.refresh_token"]
 
     def seed(self, count, *, expires_in=SEED_EXPIRES_IN):
         """``count`` grants at the stand-in and an account holding each, owned by one new user."""
@@ -126,6 +139,8 @@ class Bench:
         from connectors.models import ConnectedAccount
 
         self.rate_limit(None)
+        # Else the check would skip what the sweep refreshed a moment ago (sweep.RECENT).
+        ConnectedAccount.objects.update(refreshed_at=None)
         check = self.sweep(within=timedelta(days=365))
         reconnect = ConnectedAccount.objects.filter(status=ConnectedAccount.Status.NEEDS_RECONNECT).count()
         return reconnect, check
@@ -133,11 +148,11 @@ class Bench:
 
 def run_rate(bench, *, accounts, rate):
     bench.seed(accounts)
-    before = bench.refresh_requests()
+    before, refused_before = bench.refresh_requests()
     started = time.perf_counter()
     summary = bench.sweep()
     elapsed = time.perf_counter() - started
-    attempts = bench.refresh_requests() - before
+    sent, refused = (after - at_start for after, at_start in zip(bench.refresh_requests(), (before, refused_before)))
     lost, check = bench.lost()
     accepted = summary.refreshed / elapsed
     return [
@@ -146,7 +161,41 @@ def run_rate(bench, *, accounts, rate):
         ("wall time", f"{elapsed:.1f} s"),
         ("accounts/second", f"{accepted:.1f}"),
         ("requests/second accepted (limit)", f"{accepted:.1f} ({rate:g}) = {accepted / rate:.0%} of the limit"),
-        ("requests sent, 429 answers", f"{attempts:,}, {attempts - summary.refreshed:,}"),
+        ("requests sent, 429 answers", f"{sent:,}, {refused:,} ({refused / max(sent, 1):.1%})"),
+        ("accounts lost", f"{lost} (check: {check.line()})"),
+    ]
+
+
+def run_hosts(bench, *, hosts, accounts, rate):
+    """``hosts`` sweeps started together in their own processes, as several hosts' cron would."""
+    import subprocess
+
+    from connectors.models import ConnectedAccount
+
+    bench.seed(accounts)
+    before, refused_before = bench.refresh_requests()
+    command = [sys.executable, "manage.py", "refresh_tokens", "--within", "1d", "--workers", "4"]
+    started = time.perf_counter()
+    runs = [
+        subprocess.Popen(command, cwd=harness.REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(hosts)
+    ]
+    outputs = [run.communicate(timeout=3600) for run in runs]
+    elapsed = time.perf_counter() - started
+    for run, (_, err) in zip(runs, outputs):
+        if run.returncode:
+            sys.exit(f"a sweep failed: {err}")
+    sent, refused = (after - at_start for after, at_start in zip(bench.refresh_requests(), (before, refused_before)))
+    carried_out = sent - refused
+    refreshed_accounts = ConnectedAccount.objects.filter(refreshed_at__isnull=False).count()
+    lost, check = bench.lost()
+    return [
+        ("accounts, sweeps", f"{accounts:,}, {hosts} processes of 4 workers"),
+        ("sweeps", " / ".join(out.strip() for out, _ in outputs)),
+        ("wall time (process start-up included)", f"{elapsed:.1f} s"),
+        ("refreshes/second (limit)", f"{carried_out / elapsed:.1f} ({rate:g})"),
+        ("requests sent, 429 answers", f"{sent:,}, {refused:,} ({refused / max(sent, 1):.1%} of those sent)"),
+        ("refreshes per account", f"{carried_out / accounts:.2f} ({refreshed_accounts:,} accounts refreshed)"),
         ("accounts lost", f"{lost} (check: {check.line()})"),
     ]
 
@@ -201,12 +250,17 @@ def main():
         None if args.memory_check else args.rate
     ) as base_url:
         harness.setup_django(base_url, database_url)
+        from django.conf import settings
         from django.db import connection
 
         bench = Bench(base_url, workers=args.workers, batch_size=args.batch_size)
         workers = args.workers if connection.features.has_select_for_update else "1 (SQLite: one refresh at a time)"
-        database = f"{connection.vendor}, workers {workers}, batch size {args.batch_size}"
-        if args.memory_check:
+        cache = settings.CACHES["default"]["BACKEND"].rsplit(".", 2)[-2]
+        database = f"{connection.vendor}, cache {cache}, workers {workers}, batch size {args.batch_size}"
+        if args.hosts:
+            rows = run_hosts(bench, hosts=args.hosts, accounts=args.accounts, rate=args.rate)
+            title = f"refresh_tokens on {args.hosts} hosts: {args.accounts:,} accounts at {args.rate:g} requests/second"
+        elif args.memory_check:
             rows = list(run_memory(bench))
             title = "refresh_tokens: peak memory of the sweep"
         else:

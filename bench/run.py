@@ -421,7 +421,7 @@ class Suite:
         return stats["counts"]["token.refresh_token"]
 
     def run_tokens(self, size, calls):
-        from django.db import connection
+        from django.db import connection, connections
         from django.test.utils import CaptureQueriesContext
 
         from connectors.models import ConnectedAccount
@@ -460,7 +460,7 @@ class Suite:
                 except Exception as error:  # a benchmark reports what went wrong
                     failures.append(type(error).__name__)
                 finally:
-                    connection.close()
+                    connections.close_all()
 
             before = self._refreshes_seen()
             threads = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
