@@ -26,6 +26,17 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.django_db(databases="__all__"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_connections_before_teardown(django_db_setup, django_db_blocker):
+    """The cache's own alias (PostgreSQL) holds a connection Django's teardown does not
+    close; the test database could not be dropped while it is open."""
+    yield
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        connections.close_all()
+
+
 @pytest.fixture(autouse=True)
 def _empty_cache():
     """The shared pace starts empty: a 429 one test provoked holds back no other."""

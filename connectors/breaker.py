@@ -1,0 +1,138 @@
+"""A circuit breaker on refreshes, shared by every process through Django's cache.
+
+A provider with rotating refresh tokens carries out a refresh whether or not
+its answer reaches us: each refresh that times out may have cost the
+account. So after REFRESH_BREAKER_THRESHOLD timeouts or 5xx answers in a row
+(from any process), refreshes of that connector stop everywhere for
+REFRESH_BREAKER_COOLDOWN seconds: a slow spell then costs a bounded handful
+of accounts, not all of them.
+
+Faults are counted with ``cache.add`` on numbered keys (each fault takes the
+next free number, whichever process records it); a success starts a new
+count. Nothing is kept in process memory.
+"""
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from django.conf import settings
+from django.core.cache import caches
+
+from .exceptions import CircuitOpen
+
+logger = logging.getLogger("connectors.breaker")
+
+
+def _clock_time(epoch):
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%H:%M:%S UTC")
+
+
+@dataclass(frozen=True)
+class BreakerState:
+    open: bool
+    # Epoch seconds until which refreshes are paused (0 when closed).
+    until: float
+    # Faults in a row counted so far.
+    failures: int
+
+    def describe(self):
+        if self.open:
+            return f"open: refreshes are paused until {_clock_time(self.until)}"
+        return f"closed ({self.failures} timeout(s) or server error(s) in a row)"
+
+
+class Breaker:
+    """The refresh breaker of one connector (``name``: its service id)."""
+
+    def __init__(self, name, *, cache_alias="default", clock=time.time):
+        self.name = name
+        self.cache_alias = cache_alias
+        self.clock = clock
+
+    @property
+    def cache(self):
+        return caches[self.cache_alias]
+
+    def _key(self, *parts):
+        return ":".join(("breaker", self.name, *parts))
+
+    @property
+    def threshold(self):
+        return settings.REFRESH_BREAKER_THRESHOLD
+
+    @property
+    def cooldown(self):
+        return settings.REFRESH_BREAKER_COOLDOWN
+
+    def state(self):
+        known = self.cache.get_many([self._key("until"), self._key("count")])
+        until = known.get(self._key("until"), 0.0)
+        count = known.get(self._key("count"), "0")
+        failures = 0
+        for number in range(self.threshold):
+            if self.cache.get(self._key("fault", count, str(number))) is None:
+                break
+            failures = number + 1
+        is_open = until > self.clock()
+        return BreakerState(open=is_open, until=until if is_open else 0.0, failures=failures)
+
+    def paused_until(self):
+        """Epoch seconds until which refreshes are paused; 0.0 when they are not."""
+        until = self.cache.get(self._key("until"), 0.0)
+        return until if until > self.clock() else 0.0
+
+    def check(self, connector_name):
+        """Raise CircuitOpen, without calling the provider, while the breaker is open."""
+        until = self.cache.get(self._key("until"), 0.0)
+        wait = until - self.clock()
+        if wait > 0:
+            raise CircuitOpen(
+                f"{connector_name} is unavailable: {self.threshold} refreshes in a row timed out "
+                f"or failed, so refreshes are paused until {_clock_time(until)}. Stored tokens "
+                "are unchanged.",
+                retry_after=wait,
+            )
+
+    def succeeded(self):
+        """An answer in time: the count of faults in a row starts again."""
+        count = self.cache.get(self._key("count"), "0")
+        if self.cache.get(self._key("fault", count, "0")) is not None:
+            self.cache.set(self._key("count"), uuid.uuid4().hex, None)
+
+    def failed(self):
+        """A timeout or a 5xx; the one that makes THRESHOLD in a row opens the breaker."""
+        count = self.cache.get(self._key("count"), "0")
+        for number in range(self.threshold):
+            if self.cache.add(self._key("fault", count, str(number)), 1, self.cooldown * 10):
+                if number + 1 < self.threshold:
+                    return
+                break
+        self.trip()
+
+    def trip(self):
+        until = self.clock() + self.cooldown
+        self.cache.set(self._key("until"), until, self.cooldown + 1)
+        self.cache.set(self._key("count"), uuid.uuid4().hex, None)
+        logger.warning(
+            "%s: %s refreshes in a row timed out or failed; refreshes pause for %s s everywhere",
+            self.name, self.threshold, self.cooldown,
+        )
+
+
+def pause_notices():
+    """What to tell people about every connector whose refreshes are paused now."""
+    from .registry import registry
+
+    notices = []
+    for connector in registry:
+        until = Breaker(connector.service_id).paused_until()
+        if until:
+            notices.append(
+                f"{connector.name} is unavailable: several refreshes in a row timed out or "
+                f"failed, so refreshes are paused until {_clock_time(until)}. Accounts are kept "
+                "as they are and refreshed after that."
+            )
+    return notices
