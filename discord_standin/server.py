@@ -534,6 +534,14 @@ class StandIn:
 
     # fault injection
 
+    def clear_faults(self) -> None:
+        """Drops every fault still queued (failures, delays, late answers, forced 429s): Discord is well again."""
+        with self._lock:
+            self._faults.clear()
+            self._delays.clear()
+            self._late_answers.clear()
+            self._forced_429.clear()
+
     def fail_next(self, kind: str, status: int = 500, count: int = 1) -> None:
         """kind is a request kind or a prefix of one: "token" matches every grant type."""
         with self._lock:
@@ -740,6 +748,7 @@ class StandIn:
             f"{CONTROL_PREFIX}/fail_next": {"POST": self._ctl_fail_next},
             f"{CONTROL_PREFIX}/delay_next": {"POST": self._ctl_delay_next},
             f"{CONTROL_PREFIX}/delay_answer_next": {"POST": self._ctl_delay_answer_next},
+            f"{CONTROL_PREFIX}/clear_faults": {"POST": self._ctl_clear_faults},
             f"{CONTROL_PREFIX}/users": {"POST": self._ctl_users},
             f"{CONTROL_PREFIX}/login": {"POST": self._ctl_login},
             f"{CONTROL_PREFIX}/stats": {"GET": self._ctl_stats},
@@ -1164,6 +1173,10 @@ class StandIn:
             self.delay_next(str(data["kind"]), float(data.get("seconds", 3.0)), int(data.get("count", 1)))
             return {}
         return self._ctl(request, act)
+
+    def _ctl_clear_faults(self, request: Request) -> Answer:
+        self.clear_faults()
+        return json_answer(200, {})
 
     def _ctl_delay_answer_next(self, request: Request) -> Answer:
         def act(data: dict[str, Any]) -> dict[str, Any]:

@@ -676,3 +676,17 @@ def test_stop_ends_keep_alive_connections(http):
     sd.stop()
     with pytest.raises(requests.ConnectionError):
         http.get(url, timeout=2)
+
+
+def test_clear_faults_drops_every_queued_fault(sd, http):
+    first = tokens(sd, http)
+    sd.fail_next("token", status=500, count=3)
+    sd.delay_next("token", seconds=5, count=3)
+    sd.delay_answer_next("token", seconds=5, count=3)
+    sd.rate_limit_next(count=3)
+
+    assert http.post(sd.base_url + "/_standin/clear_faults", json={}).status_code == 200
+
+    started = time.monotonic()
+    assert refresh(sd, http, first["refresh_token"]).status_code == 200
+    assert time.monotonic() - started < 1
