@@ -96,6 +96,15 @@ DISCORD_PROXY = env.str("DISCORD_PROXY", default="")
 
 # Seconds before expiry at which fresh_access_token refreshes a token.
 TOKEN_REFRESH_MARGIN = env.int("TOKEN_REFRESH_MARGIN", default=300)
+# Seconds a refresh waits for its answer. Longer than other calls, since a
+# refresh whose answer is lost may have cost the account; keep it below the
+# web server's worker timeout (gunicorn: 30 s), since refreshes also run
+# inside web requests.
+TOKEN_REFRESH_TIMEOUT = env.float("TOKEN_REFRESH_TIMEOUT", default=20.0)
+# After this many refreshes in a row time out or fail with a 5xx, refreshes
+# of that connector pause everywhere for REFRESH_BREAKER_COOLDOWN seconds.
+REFRESH_BREAKER_THRESHOLD = env.int("REFRESH_BREAKER_THRESHOLD", default=3)
+REFRESH_BREAKER_COOLDOWN = env.int("REFRESH_BREAKER_COOLDOWN", default=60)
 
 # The local Discord stand-in (discord_standin), for development only:
 # runserver starts it and points every Discord URL at it.

@@ -48,6 +48,14 @@ class RateLimited(ProviderUnavailable):
         self.retry_after = retry_after
 
 
+class CircuitOpen(ProviderUnavailable):
+    """Refreshes are paused everywhere after a run of timeouts or server errors."""
+
+    def __init__(self, message, retry_after=None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ProviderRejected(ProviderError):
     """The provider refused the request (4xx other than rate limits)."""
 
@@ -63,6 +71,10 @@ class Unauthorized(ProviderRejected):
 
 class InvalidGrant(ProviderRejected):
     """The code or refresh token is bad, used, expired or revoked."""
+
+
+class RefreshNotStored(ConnectorError):
+    """The provider rotated the tokens, but the database would not take the new pair."""
 
 
 class FlowError(ConnectorError):

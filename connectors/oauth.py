@@ -7,6 +7,7 @@ maps its error answers to typed errors; everything else is shared.
 from contextlib import contextmanager
 
 import requests
+from django.conf import settings
 from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error
 from requests_oauthlib import OAuth2Session
 
@@ -58,12 +59,16 @@ def token_client_credentials(connector, *, client_id, client_secret, scope):
 
 
 def token_refresh(connector, *, client_id, client_secret, refresh_token):
-    """Trade a refresh token for a new pair; the old refresh token dies with it."""
+    """Trade a refresh token for a new pair; the old refresh token dies with it.
+
+    It waits TOKEN_REFRESH_TIMEOUT, longer than other calls: the provider may
+    carry out a refresh whose answer we gave up on, and that costs the account.
+    """
     session = oauth_session(connector, client_id=client_id)
     with provider_call(connector):
         return session.refresh_token(
             connector.token_url,
             refresh_token=refresh_token,
             auth=requests.auth.HTTPBasicAuth(client_id, client_secret),
-            timeout=connector.http_timeout,
+            timeout=settings.TOKEN_REFRESH_TIMEOUT,
         )

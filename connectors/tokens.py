@@ -14,12 +14,22 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from .accounts import token_fields
 from .config import config_client_values
-from .exceptions import ConnectorError, InvalidGrant, NeedsReconnect, RateLimited
+from .breaker import Breaker
+from .exceptions import (
+    CircuitOpen,
+    ConnectorError,
+    InvalidGrant,
+    NeedsReconnect,
+    ProviderError,
+    ProviderUnavailable,
+    RateLimited,
+    RefreshNotStored,
+)
 from .models import ConnectedAccount
 from .oauth import token_refresh
 from .ratelimit import held_briefly
@@ -30,6 +40,11 @@ logger = logging.getLogger("connectors.tokens")
 # wait at most this many seconds; a sweep puts what is left back in its queue.
 RATE_LIMIT_ATTEMPTS = 3
 RATE_LIMIT_MAX_WAIT = 60.0
+
+# Writes of a refreshed pair after a database error: attempts, and the pause
+# before each (times the attempt's number).
+STORE_ATTEMPTS = 3
+STORE_BACKOFF = 0.5
 
 RECONNECT_REASON = (
     "Discord no longer accepts this account's grant (the app was removed or the "
@@ -118,34 +133,41 @@ def account_refresh(
 
 
 def _account_refresh_locked(account, *, margin, force, skip_locked, min_age):
-    failure = None
-    with transaction.atomic():
-        locked = (
-            ConnectedAccount.objects.select_for_update(skip_locked=skip_locked)
-            .filter(pk=account.pk)
-            .first()
-        )
-        if locked is None:
-            if skip_locked:
-                return None
-            raise ConnectedAccount.DoesNotExist(f"Connected account {account.pk} no longer exists.")
-        if locked.status == ConnectedAccount.Status.NEEDS_RECONNECT:
-            raise NeedsReconnect(locked.status_reason or RECONNECT_REASON, account_id=locked.pk)
-        if not force and (
-            _usable(locked.expires_at, locked.status, margin=margin)
-            or _recent(locked.refreshed_at, min_age)
-        ):
-            _copy_tokens(locked, account)
-            return Refresh(account=locked, refreshed=False)
-        try:
-            _refresh_locked(locked)
-        except RateLimited as limited:
-            # Nothing happened at the provider. The transaction commits all the
-            # same: on SQLite the shared pace (the database cache) is written
-            # on this very connection, and what the 429 said must stay.
-            failure = limited
-        except ConnectorError as error:
-            failure = _record_failure(locked, error)
+    failure = token = None
+    try:
+        with transaction.atomic():
+            locked = (
+                ConnectedAccount.objects.select_for_update(skip_locked=skip_locked)
+                .filter(pk=account.pk)
+                .first()
+            )
+            if locked is None:
+                if skip_locked:
+                    return None
+                raise ConnectedAccount.DoesNotExist(f"Connected account {account.pk} no longer exists.")
+            if locked.status == ConnectedAccount.Status.NEEDS_RECONNECT:
+                raise NeedsReconnect(locked.status_reason or RECONNECT_REASON, account_id=locked.pk)
+            if not force and (
+                _usable(locked.expires_at, locked.status, margin=margin)
+                or _recent(locked.refreshed_at, min_age)
+            ):
+                _copy_tokens(locked, account)
+                return Refresh(account=locked, refreshed=False)
+            try:
+                token = _call_refresh(locked)
+            except (RateLimited, CircuitOpen) as error:
+                # Nothing happened at the provider. The transaction commits all
+                # the same: on SQLite the shared pace and breaker (the database
+                # cache) are written on this very connection.
+                failure = error
+            except ConnectorError as error:
+                failure = _record_failure(locked, error)
+            else:
+                _store_refresh(locked, token)
+    except DatabaseError as error:
+        if token is None:
+            raise
+        locked = _store_after_database_error(account.pk, token, error)
     if failure is not None:
         raise failure
     _copy_tokens(locked, account)
@@ -163,24 +185,80 @@ def _note_rate_limited(account, error):
     )
 
 
-def _refresh_locked(locked):
+def _call_refresh(locked):
+    """The provider's answer to one refresh; the breaker hears whether it came in time."""
     connector = locked.connector
     values = config_client_values(connector)
     if not locked.refresh_token:
         raise InvalidGrant("The account has no refresh token.")
-    token = token_refresh(
-        connector,
-        client_id=values["clientId"],
-        client_secret=values["clientSecret"],
-        refresh_token=locked.refresh_token,
-    )
+    breaker = Breaker(connector.service_id)
+    breaker.check(connector.name)
+    try:
+        token = token_refresh(
+            connector,
+            client_id=values["clientId"],
+            client_secret=values["clientSecret"],
+            refresh_token=locked.refresh_token,
+        )
+    except RateLimited:
+        raise
+    except ProviderUnavailable:
+        breaker.failed()
+        raise
+    except ProviderError:
+        breaker.succeeded()
+        raise
+    breaker.succeeded()
+    return token
+
+
+def _refreshed_fields(token):
     now = timezone.now()
-    for name, value in token_fields(token, now=now).items():
+    return {
+        **token_fields(token, now=now),
+        "refreshed_at": now,
+        "last_error": "",
+        "last_error_at": None,
+    }
+
+
+def _store_refresh(locked, token):
+    for name, value in _refreshed_fields(token).items():
         setattr(locked, name, value)
-    locked.refreshed_at = now
-    locked.last_error, locked.last_error_at = "", None
     locked.save()
+    connector = locked.connector
     logger.info("refreshed %s account %s of user %s", connector.name, locked.uid, locked.user_id)
+
+
+def _store_after_database_error(pk, token, error):
+    """The provider rotated the tokens but the first write failed: the new pair must not be lost.
+
+    The old refresh token is dead by now, so nobody else can have refreshed
+    meanwhile; the pair is written again, a bounded number of times, on a
+    connection checked first. What is logged names the failure, never a token.
+    """
+    logger.warning("storing the refreshed tokens of account %s failed (%s); trying again", pk, type(error).__name__)
+    fields = {**_refreshed_fields(token), "status": ConnectedAccount.Status.ACTIVE, "status_reason": ""}
+    for attempt in range(1, STORE_ATTEMPTS + 1):
+        time.sleep(STORE_BACKOFF * attempt)
+        try:
+            if not connection.in_atomic_block and not connection.is_usable():
+                connection.close()
+            with transaction.atomic():
+                ConnectedAccount.objects.filter(pk=pk).update(**fields)
+            logger.info("stored the refreshed tokens of account %s at attempt %s", pk, attempt)
+            return ConnectedAccount.objects.get(pk=pk)
+        except DatabaseError as again:
+            error = again
+    logger.error(
+        "LOST: the provider rotated the tokens of account %s, but they could not be stored after %s "
+        "attempts (%s); the account will need reconnecting",
+        pk, STORE_ATTEMPTS, type(error).__name__,
+    )
+    raise RefreshNotStored(
+        "The provider refreshed this account, but the database could not store the new tokens; "
+        "the account will need reconnecting."
+    ) from None
 
 
 def _record_failure(locked, error):

@@ -200,8 +200,18 @@ def test_a_connector_without_its_secret_keeps_the_stored_tokens_and_says_what_is
     assert standin.count("token") == 0
 
 
-def test_a_timeout_keeps_the_stored_tokens_and_records_the_fault(standin, expiring, settings):
+def test_a_refresh_waits_longer_than_other_calls(standin, expiring, settings):
     settings.DISCORD_HTTP_TIMEOUT = 0.3
+    settings.TOKEN_REFRESH_TIMEOUT = 3.0
+    standin.delay_next("token.refresh_token", seconds=1.0)
+
+    token = fresh_access_token(expiring)
+
+    assert standin.access_token_valid(token)
+
+
+def test_a_timeout_keeps_the_stored_tokens_and_records_the_fault(standin, expiring, settings):
+    settings.TOKEN_REFRESH_TIMEOUT = 0.3
     standin.delay_next("token.refresh_token", seconds=1.0)
 
     with pytest.raises(ProviderUnavailable, match="did not answer in time"):
