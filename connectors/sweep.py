@@ -10,6 +10,12 @@ be tried again when the provider allows, until the run's deadline. Only
 then does it count as failed. Candidates are read as primary keys in keyset
 pages and handed to the workers through a bounded queue, so memory stays
 flat however many accounts there are.
+
+A refresh whose answer is lost may have cost its account (the provider
+rotated the tokens anyway), so a run starts carefully: one refresh in
+flight, one more each time an answer comes back in time, back to one after
+a timeout or a 5xx. When the refresh breaker opens (``connectors.breaker``)
+the run stops at once and says why.
 """
 
 import heapq
@@ -24,14 +30,24 @@ from datetime import timedelta
 from django.db import connection, connections
 from django.utils import timezone
 
-from .exceptions import ConnectorError, NeedsReconnect, NotConfigured, ProviderError, RateLimited
+from .exceptions import (
+    CircuitOpen,
+    ConnectorError,
+    NeedsReconnect,
+    NotConfigured,
+    ProviderError,
+    ProviderUnavailable,
+    RateLimited,
+)
 from .models import ConnectedAccount, rows_by_pk
 from .tokens import account_refresh
 
 logger = logging.getLogger("connectors.sweep")
 
 REFRESHED, SKIPPED, FAILED, NEEDS_RECONNECT = "refreshed", "skipped", "failed", "needs_reconnect"
-RATE_LIMITED = "rate_limited"
+# Outcomes a worker acts on before counting: a 429 to wait out, a timeout or
+# 5xx (counted as failed, and the careful start narrows again), the breaker.
+RATE_LIMITED, FAULT, PAUSED = "rate_limited", "fault", "paused"
 # An account refreshed this recently was another run's work.
 RECENT = timedelta(minutes=1)
 DEFAULT_MAX_TIME = timedelta(minutes=15)
@@ -50,6 +66,8 @@ class Summary:
     # The deadline came with accounts still to do, or the rate limit would
     # have held one back past it.
     timed_out: bool = False
+    # Why the run stopped early: the breaker's message (connectors.breaker).
+    stopped_by: str = ""
 
     @property
     def done(self):
@@ -101,7 +119,7 @@ def refresh_due(*, within, workers=4, batch_size=200, max_time=DEFAULT_MAX_TIME,
     on it: there the accounts are refreshed one after another in the
     calling thread.
     """
-    run = _Run(margin=within.total_seconds(), max_time=max_time, on_progress=on_progress)
+    run = _Run(margin=within.total_seconds(), max_time=max_time, workers=workers, on_progress=on_progress)
     pages = due_accounts(within=within, batch_size=batch_size)
     if workers == 1 or not connection.features.has_select_for_update:
         run.work(lambda timeout: next(pages, (None,))[0])
@@ -152,7 +170,7 @@ _WAIT = object()
 class _Run:
     """What the workers of one sweep share: accounts to try again, the deadline, the Summary."""
 
-    def __init__(self, *, margin, max_time, on_progress):
+    def __init__(self, *, margin, max_time, workers, on_progress):
         self.margin = margin
         self.deadline = time.monotonic() + max_time.total_seconds()
         self.on_progress = on_progress
@@ -161,6 +179,14 @@ class _Run:
         self.lock = threading.Lock()
         # (monotonic time it may be tried again, pk)
         self.retries = []
+        # The careful start: refreshes in flight, and how many may be. A
+        # refresh whose answer is lost may have cost its account, so a run
+        # starts with one and widens to `workers` only as answers come back
+        # in time; a timeout or a 5xx brings it back to one.
+        self.workers = workers
+        self.in_flight = 0
+        self.allowed = 1
+        self.room = threading.Condition(self.lock)
 
     def stopped(self):
         return self.stop.is_set() or time.monotonic() >= self.deadline
@@ -187,10 +213,20 @@ class _Run:
         new_done = False
         while True:
             pk, new_done = self._next(take, new_done)
-            if pk is None:
+            if pk is None or not self._enter():
                 return
-            outcome, wait = _refresh_one(pk, margin=self.margin)
+            outcome, wait = FAILED, 0
+            try:
+                outcome, wait = _refresh_one(pk, margin=self.margin)
+            finally:
+                self._leave(outcome)
             with self.lock:
+                if outcome == PAUSED:
+                    self.summary.stopped_by = wait
+                    self.stop.set()
+                    return
+                if outcome == FAULT:
+                    outcome = FAILED
                 if outcome == RATE_LIMITED:
                     again = time.monotonic() + wait
                     if again < self.deadline:
@@ -227,11 +263,31 @@ class _Run:
 
     def _give_up(self, new_done):
         """At the deadline: what waits for the rate limit has failed."""
-        if self.retries or not new_done:
-            self.summary.timed_out = True
-        for _ in self.retries:
-            self.summary.add(FAILED)
+        if not self.summary.stopped_by:
+            if self.retries or not new_done:
+                self.summary.timed_out = True
+            for _ in self.retries:
+                self.summary.add(FAILED)
         self.retries.clear()
+
+    def _enter(self):
+        """Wait for room among the refreshes in flight; False if the run stopped meanwhile."""
+        with self.room:
+            while self.in_flight >= self.allowed:
+                if self.stopped():
+                    return False
+                self.room.wait(IDLE)
+            self.in_flight += 1
+            return True
+
+    def _leave(self, outcome):
+        with self.room:
+            self.in_flight -= 1
+            if outcome == FAULT:
+                self.allowed = 1
+            elif outcome in (REFRESHED, NEEDS_RECONNECT):
+                self.allowed = min(self.workers, self.allowed + 1)
+            self.room.notify_all()
 
 
 def _drain(work):
@@ -243,7 +299,7 @@ def _drain(work):
 
 
 def _refresh_one(pk, *, margin):
-    """One account's outcome and, when rate limited, how long to wait; no error escapes."""
+    """One account's outcome and, rate limited, how long to wait (paused: why); no error escapes."""
     try:
         result = account_refresh(
             ConnectedAccount(pk=pk), margin=margin, skip_locked=True, min_age=RECENT, max_wait=0
@@ -252,6 +308,10 @@ def _refresh_one(pk, *, margin):
         return NEEDS_RECONNECT, 0
     except RateLimited as limited:
         return RATE_LIMITED, 1.0 if limited.retry_after is None else limited.retry_after
+    except CircuitOpen as error:
+        return PAUSED, str(error)
+    except ProviderUnavailable:
+        return FAULT, 0
     except (ProviderError, NotConfigured):
         # account_refresh has logged it and recorded it on the account.
         return FAILED, 0

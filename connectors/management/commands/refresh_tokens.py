@@ -94,6 +94,8 @@ class Command(BaseCommand):
         if terminal:
             self.stdout.write("\r\033[K", ending="")
         self.stdout.write(summary.line())
+        if summary.stopped_by:
+            raise CommandError(f"Stopped: {summary.stopped_by} Run again after the pause.")
         if summary.timed_out:
             raise CommandError(
                 f"Stopped after --max-time {max_time} with accounts still due: the rate limit "
