@@ -14,6 +14,7 @@ from django.views.decorators.http import require_POST
 
 from .config import config_keys_set, config_summary, config_update, config_values
 from .accounts import account_disconnect
+from .breaker import pause_notices
 from .exceptions import ConnectorError, EncryptionKeyError, UnknownConnector
 from .forms import clear_name, connector_config_form, service_choices
 from .models import AccountServer, ConnectedAccount, ConnectorConfig, ConnectorValue
@@ -164,6 +165,9 @@ class ConnectorConfigAdmin(admin.ModelAdmin):
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         connector = context["adminform"].form.connector
+        if request.method == "GET":
+            for notice in pause_notices():
+                self.message_user(request, notice, messages.WARNING)
         can_change = obj is None or self.has_change_permission(request, obj)
         context.update(
             {
@@ -349,6 +353,12 @@ class ConnectedAccountAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         # Drawing a list must not decrypt a single token.
         return super().get_queryset(request).defer("access_token", "refresh_token")
+
+    def changelist_view(self, request, extra_context=None):
+        if request.method == "GET":
+            for notice in pause_notices():
+                self.message_user(request, notice, messages.WARNING)
+        return super().changelist_view(request, extra_context)
 
     def has_add_permission(self, request):
         return False

@@ -15,6 +15,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from .accounts import account_disconnect
+from .breaker import pause_notices
 from .exceptions import AccessDenied, FlowError, NotConfigured, ProviderError, UnknownConnector
 from .flow import flow_finish, flow_start
 from .models import ConnectedAccount
@@ -50,7 +51,7 @@ def accounts(request):
     return render(
         request,
         "connectors/accounts.html",
-        {"accounts": connected, "connectors": list(registry)},
+        {"accounts": connected, "connectors": list(registry), "notices": pause_notices()},
     )
 
 

@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from connectors.breaker import Breaker
 from connectors.config import config_values
 from connectors.exceptions import ConnectorError
 from connectors.registry import registry
@@ -8,7 +9,8 @@ from connectors.registry import registry
 class Command(BaseCommand):
     help = (
         "Check a connector's stored credentials against the provider, the same checks "
-        "as the admin's Test credentials button; exits non-zero when any fails."
+        "as the admin's Test credentials button, and show whether its refreshes are paused "
+        "(the circuit breaker); exits non-zero when any check fails or refreshes are paused."
     )
 
     def add_arguments(self, parser):
@@ -22,9 +24,17 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from error
         for result in results:
             self.stdout.write(self.line(result))
+        state = Breaker(service_id).state()
+        breaker = f"Refresh circuit breaker: {state.describe()}"
+        self.stdout.write(self.style.ERROR(f"✗ {breaker}") if state.open else f"  {breaker}")
         failed = sum(not result.ok for result in results)
         if failed:
             raise CommandError(f"{failed} of {len(results)} checks failed.")
+        if state.open:
+            raise CommandError(
+                "Refreshes are paused after timeouts or server errors in a row; they resume by "
+                "themselves after the cool-down."
+            )
 
     def line(self, result):
         if result.ok:
