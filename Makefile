@@ -36,4 +36,5 @@ bench: $(VENV)/.installed-dev
 bench-refresh: $(VENV)/.installed-dev
 	$(PY) bench/refresh_tokens.py --accounts 2000 --rate 50
 	$(PY) bench/refresh_tokens.py --hosts 2 --accounts 200 --rate 5
+	$(PY) bench/refresh_tokens.py --slow-spell --accounts 40 --workers 4
 	$(PY) bench/refresh_tokens.py --memory-check

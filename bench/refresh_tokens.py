@@ -4,6 +4,7 @@ Run from the repository root:
 
     python bench/refresh_tokens.py --accounts 2000 --rate 50
     python bench/refresh_tokens.py --hosts 2 --accounts 200 --rate 5
+    python bench/refresh_tokens.py --slow-spell --accounts 40 --workers 4
     python bench/refresh_tokens.py --memory-check
 
 It starts the Discord stand-in in its own process, limited to ``--rate``
@@ -15,6 +16,11 @@ lost. With ``--hosts N`` the sweep runs instead as N ``manage.py
 refresh_tokens --workers 4`` processes started together, as N hosts' cron
 would start them: they share the pace through the cache (CACHE_URL; the
 database cache by default), and every account must be refreshed exactly once.
+With ``--slow-spell`` every refresh is carried out by the stand-in but
+answered after TOKEN_REFRESH_TIMEOUT (one second here): it reports how many
+accounts the sweep lost before the breaker stopped it and how long that
+took; then Discord recovers, the cool-down passes, and a second sweep
+refreshes the rest and marks only the lost ones.
 Every stored token is then checked by refreshing it once more with the limit
 lifted: a token the stand-in no longer accepts marks its account "needs
 reconnect", which is what counts as lost.
@@ -58,6 +64,11 @@ def parse_args():
         type=int,
         default=0,
         help="instead of sweeping here: this many refresh_tokens processes at once, 4 workers each",
+    )
+    parser.add_argument(
+        "--slow-spell",
+        action="store_true",
+        help="instead: every refresh answered after the timeout, then a recovery",
     )
     parser.add_argument(
         "--memory-check",
@@ -200,6 +211,41 @@ def run_hosts(bench, *, hosts, accounts, rate):
     ]
 
 
+SLOW_TIMEOUT = 1.0
+SLOW_COOLDOWN = 3
+
+
+def run_slow_spell(bench, *, accounts):
+    """A sweep while every refresh is answered too late; then the sweep after the cool-down."""
+    from django.conf import settings
+
+    from connectors.models import ConnectedAccount
+
+    settings.TOKEN_REFRESH_TIMEOUT = SLOW_TIMEOUT
+    settings.REFRESH_BREAKER_COOLDOWN = SLOW_COOLDOWN
+    bench.rate_limit(None)
+    bench.seed(accounts)
+    bench._post("delay_answer_next", {"kind": "token.refresh_token", "seconds": SLOW_TIMEOUT + 1, "count": 100000})
+    started = time.perf_counter()
+    spell = bench.sweep()
+    tripped = time.perf_counter() - started
+    attempts, _ = bench.refresh_requests()
+    bench._post("clear_faults", {})
+    time.sleep(SLOW_COOLDOWN + 0.5)
+    recovery = bench.sweep()
+    marked = ConnectedAccount.objects.filter(status=ConnectedAccount.Status.NEEDS_RECONNECT).count()
+    return [
+        ("accounts, workers", f"{accounts:,}, {bench.workers}"),
+        ("refresh timeout, breaker", f"{SLOW_TIMEOUT:g} s; {settings.REFRESH_BREAKER_THRESHOLD} in a row, "
+                                     f"cool-down {SLOW_COOLDOWN} s"),
+        ("during the spell", f"{spell.line()}; stopped: {bool(spell.stopped_by)}"),
+        ("refreshes sent before the breaker stopped the sweep", f"{attempts:,}"),
+        ("time to trip", f"{tripped:.1f} s"),
+        ("after the cool-down", recovery.line()),
+        ("accounts lost (needs reconnect)", f"{marked} (target ≤ 3)"),
+    ]
+
+
 def run_memory(bench):
     """Peaks of two sweeps that differ only in size, with every account seeded beforehand.
 
@@ -247,7 +293,7 @@ def table(rows, *, title, command, database):
 def main():
     args = parse_args()
     with harness.database("bench-refresh-") as database_url, harness.standin(
-        None if args.memory_check else args.rate
+        None if args.memory_check or args.slow_spell else args.rate
     ) as base_url:
         harness.setup_django(base_url, database_url)
         from django.conf import settings
@@ -257,7 +303,10 @@ def main():
         workers = args.workers if connection.features.has_select_for_update else "1 (SQLite: one refresh at a time)"
         cache = settings.CACHES["default"]["BACKEND"].rsplit(".", 2)[-2]
         database = f"{connection.vendor}, cache {cache}, workers {workers}, batch size {args.batch_size}"
-        if args.hosts:
+        if args.slow_spell:
+            rows = run_slow_spell(bench, accounts=args.accounts)
+            title = f"refresh_tokens during a slow spell: {args.accounts:,} accounts"
+        elif args.hosts:
             rows = run_hosts(bench, hosts=args.hosts, accounts=args.accounts, rate=args.rate)
             title = f"refresh_tokens on {args.hosts} hosts: {args.accounts:,} accounts at {args.rate:g} requests/second"
         elif args.memory_check:
