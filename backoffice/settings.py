@@ -96,6 +96,10 @@ DISCORD_PROXY = env.str("DISCORD_PROXY", default="")
 
 # Seconds before expiry at which fresh_access_token refreshes a token.
 TOKEN_REFRESH_MARGIN = env.int("TOKEN_REFRESH_MARGIN", default=300)
+# Seconds a web request may wait in all for a provider's rate limit (the
+# callback, Test credentials, admin actions); past that the person is told
+# to try again. Commands and sweeps wait longer.
+REQUEST_MAX_WAIT = env.float("REQUEST_MAX_WAIT", default=5.0)
 # Seconds a refresh waits for its answer. Longer than other calls, since a
 # refresh whose answer is lost may have cost the account; keep it below the
 # web server's worker timeout (gunicorn: 30 s), since refreshes also run
@@ -145,6 +149,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "connectors.middleware.BoundedWaits",
 ]
 
 ROOT_URLCONF = "backoffice.urls"

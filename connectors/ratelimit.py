@@ -46,6 +46,7 @@ KNOWN_TTL = 86400
 HELD_MAX_WAIT = 5.0
 
 _held = contextvars.ContextVar("connectors_pace_held", default=False)
+_deadline = contextvars.ContextVar("connectors_pace_deadline", default=None)
 
 
 @contextmanager
@@ -68,8 +69,29 @@ def is_held():
     return _held.get()
 
 
+@contextmanager
+def waits_within(seconds):
+    """Every wait for the provider inside (permits, 429s) ends within ``seconds`` in all.
+
+    A web request uses it (REQUEST_MAX_WAIT): a wait longer than what is left
+    raises RateLimited at once, so the person hears that the provider is busy
+    long before the worker would be killed.
+    """
+    token = _deadline.set(time.time() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
 def allowed_wait(max_wait):
-    return min(max_wait, HELD_MAX_WAIT) if _held.get() else max_wait
+    """How long a wait may last here: ``max_wait``, less inside held_briefly or waits_within."""
+    if _held.get():
+        max_wait = min(max_wait, HELD_MAX_WAIT)
+    deadline = _deadline.get()
+    if deadline is not None:
+        max_wait = max(0.0, min(max_wait, deadline - time.time()))
+    return max_wait
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from .exceptions import (
 )
 from .models import ConnectedAccount
 from .oauth import token_refresh
-from .ratelimit import held_briefly
+from .ratelimit import allowed_wait, held_briefly
 
 logger = logging.getLogger("connectors.tokens")
 
@@ -125,7 +125,7 @@ def account_refresh(
                 )
         except RateLimited as limited:
             wait = 1.0 if limited.retry_after is None else limited.retry_after
-            if attempt + 1 == RATE_LIMIT_ATTEMPTS or wait > max_wait:
+            if attempt + 1 == RATE_LIMIT_ATTEMPTS or wait > allowed_wait(max_wait):
                 _note_rate_limited(account, limited)
                 raise
             time.sleep(wait)
@@ -215,7 +215,7 @@ def _call_refresh(locked):
 def _refreshed_fields(token):
     now = timezone.now()
     return {
-        **token_fields(token, now=now),
+        **token_fields(token, now=now, lenient=True),
         "refreshed_at": now,
         "last_error": "",
         "last_error_at": None,

@@ -16,8 +16,16 @@ from django.views.decorators.http import require_GET, require_POST
 
 from .accounts import account_disconnect
 from .breaker import pause_notices
-from .exceptions import AccessDenied, FlowError, NotConfigured, ProviderError, UnknownConnector
+from .exceptions import (
+    AccessDenied,
+    FlowError,
+    NotConfigured,
+    ProviderError,
+    RateLimited,
+    UnknownConnector,
+)
 from .flow import flow_finish, flow_start
+from .middleware import busy_response
 from .models import ConnectedAccount
 from .registry import registry
 
@@ -87,6 +95,9 @@ def callback(request, provider):
     except FlowError as error:
         logger.warning("flow refused for user %s: %s", request.user.pk, error)
         return _flow_page(request, connector, error, title="This link cannot be used", status=400)
+    except RateLimited as error:
+        logger.warning("flow failed for user %s: %s", request.user.pk, error)
+        return busy_response(request, error, connector=connector)
     except (ProviderError, NotConfigured) as error:
         logger.warning("flow failed for user %s: %s", request.user.pk, error)
         return _flow_page(
