@@ -13,7 +13,14 @@ from oauthlib.oauth2 import WebApplicationClient
 
 from .accounts import account_connect
 from .config import config_client_values
-from .exceptions import AccessDenied, AuthorizationFailed, StateMismatch
+from .exceptions import (
+    AccessDenied,
+    AuthorizationFailed,
+    ConnectorError,
+    ProviderError,
+    StateMismatch,
+)
+from .models import ConnectedAccount
 from .oauth import oauth_session, provider_call
 
 logger = logging.getLogger("connectors.flow")
@@ -54,10 +61,19 @@ def flow_start(session, *, connector, next_url=None):
 
 
 def _take_state(session, *, connector, state):
-    """Pop the state whatever happens next, so that it can never be used twice."""
+    """Pop the state whatever happens next, so that it can never be used twice.
+
+    The session is saved at once: Django saves none for a response of 500 or
+    more, and a worker killed later saves nothing, either of which would
+    bring the state back for a second use.
+    """
     pending = session.get(SESSION_KEY, {})
     entry = pending.pop(state, None) if state else None
-    session[SESSION_KEY] = pending
+    if entry is not None:
+        session[SESSION_KEY] = pending
+        session.save()
+        # Saved: unless the request changes it again, it need not be saved twice.
+        session.modified = False
     if entry is None or entry["provider"] != connector.provider:
         raise StateMismatch(
             "This sign-in link is not valid for your session: it was already used, "
@@ -90,18 +106,29 @@ def flow_finish(session, *, user, connector, params):
         redirect_uri=connector.redirect_url(),
         client=WebApplicationClient(values["clientId"]),
     )
-    with provider_call(connector):
-        token = oauth.fetch_token(
-            connector.token_url,
-            code=params["code"],
-            client_secret=values["clientSecret"],
-            timeout=connector.http_timeout,
+    try:
+        with provider_call(connector):
+            token = oauth.fetch_token(
+                connector.token_url,
+                code=params["code"],
+                client_secret=values["clientSecret"],
+                timeout=connector.http_timeout,
+            )
+    except ProviderError:
+        _revoke_quietly(connector, values, _answered_tokens(oauth))
+        raise
+    try:
+        profile = connector.fetch_profile(token["access_token"])
+        server = connector.server_from_token(token, params=params, values=values)
+        result = account_connect(
+            user=user, connector=connector, token=token, profile=profile, server=server
         )
-    profile = connector.fetch_profile(token["access_token"])
-    server = connector.server_from_token(token, params=params, values=values)
-    result = account_connect(
-        user=user, connector=connector, token=token, profile=profile, server=server
-    )
+    except BaseException:
+        # Nothing may stay live at the provider that is not stored here.
+        _revoke_quietly(connector, values, token)
+        raise
+    if result.replaced is not None:
+        _revoke_quietly(connector, values, result.replaced, what="the grant this connection replaced")
     logger.info(
         "connected %s account %s for user %s%s",
         connector.name,
@@ -110,3 +137,33 @@ def flow_finish(session, *, user, connector, params):
         f" (bot added to server {server['id']})" if server else "",
     )
     return result, entry["next"]
+
+
+def _answered_tokens(oauth):
+    """The tokens of a 2xx token answer oauthlib could not read, if any can be found."""
+    answer = getattr(oauth, "token_answer", None)
+    try:
+        body = answer.json() if answer is not None else None
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _revoke_quietly(connector, values, tokens, *, what="a grant that could not be stored"):
+    """Revoke ``tokens`` (a token answer or an account); a failure is logged, never raised."""
+    if tokens is None:
+        return
+    if isinstance(tokens, dict):
+        access, refresh = tokens.get("access_token"), tokens.get("refresh_token")
+    else:
+        access, refresh = tokens.access_token, tokens.refresh_token
+    access = access if isinstance(access, str) else ""
+    refresh = refresh if isinstance(refresh, str) else ""
+    if not (access or refresh):
+        return
+    try:
+        connector.revoke(ConnectedAccount(access_token=access, refresh_token=refresh), values)
+    except ConnectorError as error:
+        logger.warning("could not revoke %s at %s: %s", what, connector.name, error)
+    else:
+        logger.info("revoked %s at %s", what, connector.name)
