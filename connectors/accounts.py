@@ -1,14 +1,17 @@
 """Stored accounts: connect (create or update), disconnect (revoke, then delete)."""
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import EmailField, URLField
 from django.utils import timezone
 
 from .config import config_values
-from .exceptions import ConnectorError
+from .exceptions import ConnectorError, ProviderError
 from .models import AccountServer, ConnectedAccount
 
 logger = logging.getLogger("connectors.accounts")
@@ -18,20 +21,115 @@ logger = logging.getLogger("connectors.accounts")
 class ConnectResult:
     account: ConnectedAccount
     server: AccountServer | None
+    # The grant a reconnect replaced (its tokens only), to revoke; or None.
+    replaced: ConnectedAccount | None = None
 
 
-def token_fields(token, *, now):
-    """The model fields a token answer sets; shared by connect and refresh."""
-    scope = token.get("scope") or []
+# The longest token lifetime taken from a provider: ten years; and the one
+# assumed for a refreshed token whose answer gave an odd one.
+MAX_EXPIRES_IN = 10 * 365 * 86400
+ODD_EXPIRES_IN = 3600
+# Characters that may not reach a column: controls (NUL among them) and the
+# lone surrogates a JSON answer can carry but no database encoding takes.
+UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _refused(what):
+    return ProviderError(f"The provider sent an answer that cannot be stored ({what}).")
+
+
+def column_text(model, name, value, *, required=False):
+    """A provider's value made safe for ``model.name``: text, no control characters, cut to fit.
+
+    None is empty; any other type than text is refused, as is an empty
+    ``required`` value. Nothing a provider sends then fails an insert.
+    """
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise _refused(f"{name} is not text")
+    value = UNSAFE.sub("", value).strip()
+    field = model._meta.get_field(name)
+    if field.max_length:
+        value = value[: field.max_length]
+    if required and not value:
+        raise _refused(f"{name} is empty")
+    if value and isinstance(field, (EmailField, URLField)):
+        try:
+            field.run_validators(value)
+        except ValidationError:
+            value = ""
+    return value
+
+
+def token_fields(token, *, now, lenient=False):
+    """The model fields a token answer sets, checked and made safe; shared by connect and refresh.
+
+    A connect refuses an answer with an odd field (the new grant is then
+    revoked). A refresh is ``lenient``: the provider has already rotated the
+    tokens, so they are kept whatever else is odd; an odd lifetime counts as
+    ODD_EXPIRES_IN, an odd scope or type leaves the stored one as it is.
+    """
+    fields = {}
+    access_token = token.get("access_token")
+    if not isinstance(access_token, str) or not access_token or UNSAFE.search(access_token):
+        raise _refused("no usable access_token")
+    refresh_token = token.get("refresh_token") or ""
+    if not isinstance(refresh_token, str) or UNSAFE.search(refresh_token):
+        raise _refused("refresh_token is not usable")
+    fields["access_token"], fields["refresh_token"] = access_token, refresh_token
+    try:
+        fields["expires_at"] = _expires_at(token.get("expires_in"), now)
+    except ProviderError:
+        if not lenient:
+            raise
+        fields["expires_at"] = now + timedelta(seconds=ODD_EXPIRES_IN)
+    try:
+        fields["scopes"] = column_text(ConnectedAccount, "scopes", " ".join(_scopes(token.get("scope"))))
+        fields["token_type"] = column_text(ConnectedAccount, "token_type", token.get("token_type")) or "Bearer"
+    except ProviderError:
+        if not lenient:
+            raise
+    return fields
+
+
+def _expires_at(expires_in, now):
+    if expires_in is None:
+        return None
+    try:
+        expires_in = int(expires_in)
+    except (TypeError, ValueError, OverflowError):
+        raise _refused("expires_in is not a number") from None
+    if not 0 < expires_in <= MAX_EXPIRES_IN:
+        raise _refused("expires_in is out of range")
+    return now + timedelta(seconds=expires_in)
+
+
+def _scopes(scope):
+    if scope is None:
+        return []
     if isinstance(scope, str):
-        scope = scope.split()
-    expires_in = token.get("expires_in")
+        return scope.split()
+    if not isinstance(scope, list) or not all(isinstance(item, str) for item in scope):
+        raise _refused("scope is not a list of scopes")
+    return scope
+
+
+def profile_fields(profile):
+    """The account's profile columns from a connector's mapping, made safe."""
+    fields = {
+        name: column_text(ConnectedAccount, name, profile.get(name))
+        for name in ("username", "display_name", "avatar_url", "email")
+    }
+    fields["uid"] = column_text(ConnectedAccount, "uid", profile.get("uid"), required=True)
+    return fields
+
+
+def server_fields(server):
     return {
-        "access_token": token["access_token"],
-        "refresh_token": token.get("refresh_token") or "",
-        "token_type": token.get("token_type") or "Bearer",
-        "scopes": " ".join(scope),
-        "expires_at": now + timedelta(seconds=int(expires_in)) if expires_in else None,
+        "server_id": column_text(AccountServer, "server_id", server.get("id"), required=True),
+        "name": column_text(AccountServer, "name", server.get("name")),
+        "permissions": column_text(AccountServer, "permissions", server.get("permissions")),
     }
 
 
@@ -60,15 +158,28 @@ def account_connect(*, user, connector, token, profile, server=None):
     """Store the grant on the one account of (user, provider identity).
 
     Connecting an identity again updates its row, so the account and its
-    servers are never duplicated; a reconnect makes it active again.
+    servers are never duplicated; a reconnect makes it active again, and the
+    result names the grant it replaced (``replaced``), for the caller to
+    revoke once this one is stored. Whatever the provider sent is checked
+    and made safe first: a value that cannot be stored raises ProviderError
+    and nothing is written.
     """
     now = timezone.now()
+    profile = profile_fields(profile)
+    tokens = token_fields(token, now=now)
+    server = server_fields(server) if server else None
+    replaced = (
+        ConnectedAccount.objects.select_for_update()
+        .filter(user=user, service_id=connector.service_id, uid=profile["uid"])
+        .only("access_token", "refresh_token")
+        .first()
+    )
     account = _upsert(
         ConnectedAccount(
             user=user,
             service_id=connector.service_id,
             **profile,
-            **token_fields(token, now=now),
+            **tokens,
             status=ConnectedAccount.Status.ACTIVE,
             status_reason="",
             status_changed_at=now,
@@ -82,16 +193,12 @@ def account_connect(*, user, connector, token, profile, server=None):
     stored_server = None
     if server:
         stored_server = _upsert(
-            AccountServer(
-                account=account,
-                server_id=server["id"],
-                name=server.get("name", ""),
-                permissions=server.get("permissions", ""),
-                added_at=now,
-            ),
+            AccountServer(account=account, **server, added_at=now),
             unique=("account", "server_id"),
         )
-    return ConnectResult(account=account, server=stored_server)
+    if replaced is not None and replaced.access_token == account.access_token:
+        replaced = None
+    return ConnectResult(account=account, server=stored_server, replaced=replaced)
 
 
 def account_disconnect(*, account, connector):

@@ -22,6 +22,8 @@ def oauth_session(connector, *, client_id, client=None, **kwargs):
     def check(response):
         if response.status_code >= 300:
             connector.raise_for_response(response)
+        # Kept so that a grant whose answer oauthlib cannot read can still be revoked.
+        session.token_answer = response
         return response
 
     session.register_compliance_hook("access_token_response", check)
@@ -42,6 +44,9 @@ def provider_call(connector):
         raise ProviderError(
             f"{connector.name} sent a token answer that could not be used ({error.error})."
         ) from None
+    except (KeyError, TypeError, ValueError, OverflowError):
+        # oauthlib reading odd values (an expires_in that is not a number, say).
+        raise ProviderError(f"{connector.name} sent a token answer that could not be read.") from None
 
 
 def token_client_credentials(connector, *, client_id, client_secret, scope):

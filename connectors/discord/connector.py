@@ -2,11 +2,13 @@
 
 from django.conf import settings
 
+from connectors.exceptions import ProviderError
 from connectors.registry import ConfigField, Connector
 
 from . import client, credentials
 from .permissions import DEFAULT_PERMISSIONS, DEFAULT_SCOPES, PERMISSIONS
 from .validators import (
+    SNOWFLAKE,
     clean_bot_token,
     clean_permissions,
     clean_scopes,
@@ -24,6 +26,15 @@ def avatar_url(user):
     if avatar:
         return f"{CDN}/avatars/{uid}/{avatar}.png?size=128"
     return f"{CDN}/embed/avatars/{(int(uid) >> 22) % 6}.png"
+
+
+def _is_snowflake(value):
+    return isinstance(value, str) and SNOWFLAKE.fullmatch(value) is not None
+
+
+def _is_permissions(value):
+    """A permission bit set as Discord sends it: an unsigned 64-bit integer in digits."""
+    return isinstance(value, str) and value.isdigit() and len(value) <= 20 and int(value) < 1 << 64
 
 
 class DiscordConnector(Connector):
@@ -113,13 +124,16 @@ class DiscordConnector(Connector):
         return {"permissions": values["permissions"], "integration_type": "0"}
 
     def fetch_profile(self, access_token):
+        """The user's profile; the core makes each value safe for its column, or refuses it."""
         user = client.current_user(client.bearer(access_token))
+        if not isinstance(user, dict) or not _is_snowflake(user.get("id")):
+            raise ProviderError("Discord sent a user without a valid id.")
         return {
             "uid": user["id"],
-            "username": user.get("username") or "",
-            "display_name": user.get("global_name") or user.get("username") or "",
+            "username": user.get("username"),
+            "display_name": user.get("global_name") or user.get("username"),
             "avatar_url": avatar_url(user),
-            "email": user.get("email") or "",
+            "email": user.get("email"),
         }
 
     def server_from_token(self, token, *, params, values):
@@ -129,12 +143,14 @@ class DiscordConnector(Connector):
         the guild it names; otherwise the operator's request is what was granted.
         """
         guild = token.get("guild")
-        if not guild or not guild.get("id"):
+        if not guild:
             return None
+        if not isinstance(guild, dict) or not _is_snowflake(guild.get("id")):
+            raise ProviderError("Discord sent a server without a valid id.")
         permissions = values["permissions"]
-        if params.get("guild_id") == guild["id"] and params.get("permissions", "").isdigit():
+        if params.get("guild_id") == guild["id"] and _is_permissions(params.get("permissions")):
             permissions = params["permissions"]
-        return {"id": guild["id"], "name": guild.get("name") or "", "permissions": permissions}
+        return {"id": guild["id"], "name": guild.get("name"), "permissions": permissions}
 
     def revoke(self, account, values):
         """Revoking the refresh token ends the whole grant at Discord."""
