@@ -41,6 +41,8 @@ PROBE_TTL = 2
 PROBE_POLL = 0.02
 # Seconds the pace remembers a route's bucket.
 KNOWN_TTL = 86400
+# Seconds by which a window must outlive its first description to be noted again.
+LATE_END = 0.05
 # The longest wait for a permit while a caller holds a lock or transaction
 # open (see held_briefly); anything longer is waited out after it closes.
 HELD_MAX_WAIT = 5.0
@@ -130,6 +132,11 @@ class Permit:
     opens: bool = False
 
 
+def _opened(window):
+    """Names the window a request opens the next one after (one key per window and end)."""
+    return "-" if window is None else f"{window.name}@{window.ends_at:.2f}"
+
+
 def _digest(text):
     """Keys are digests: fixed length, safe for every backend, and no credential in them."""
     return hashlib.sha256(text.encode()).hexdigest()[:24]
@@ -180,8 +187,7 @@ class Pace:
                 return Permit(route, scope, "")
             if bucket is None or window is None or now >= window.ends_at:
                 # Nothing known of what is open now: one request finds out.
-                opened = window.name if window is not None and now >= window.ends_at else "-"
-                probe = self._key("open", bucket or _digest(route), scope, opened)
+                probe = self._key("open", bucket or _digest(route), scope, _opened(window))
                 if self.cache.add(probe, 1, PROBE_TTL):
                     return Permit(route, scope, bucket, window, opens=True)
                 self._wait(now + PROBE_POLL, now, deadline)
@@ -221,11 +227,13 @@ class Pace:
             self.release(permit)
             return
         bucket = _digest(limits.bucket)
-        if limits.limit and limits.remaining is not None and limits.reset_after is not None:
+        described = limits.limit and limits.remaining is not None and limits.reset_after is not None
+        if described:
             self._note_window(permit, bucket, limits)
         if permit.bucket != bucket:
             self.cache.set(route_key, bucket, KNOWN_TTL)
-        self.release(permit)
+        if not described:
+            self.release(permit)
 
     def _note_window(self, permit, bucket, limits):
         now = self.clock()
@@ -238,16 +246,26 @@ class Pace:
             if known is None or ends_at > known.ends_at:
                 window = Window(name=name, ends_at=ends_at, limit=limits.limit, used=used)
                 self.cache.set(self._key("window", bucket, permit.scope), window, keep)
+        elif ends_at > known.ends_at + LATE_END:
+            # The window outlives what its first answer made us expect.
+            window = Window(name=name, ends_at=ends_at, limit=known.limit, used=max(known.used, used))
+            self.cache.set(self._key("window", bucket, permit.scope), window, keep)
         if limits.remaining == 0:
             # Spent, by us or by someone else sending with the same credential:
             # nobody claims from this window any more.
             self.cache.set(self._key("floor", bucket, permit.scope), (name, limits.limit), keep)
 
     def release(self, permit):
-        """A request that opened a window (or probed a route) lets the next one try at once."""
+        """A request that was to open a window (or probe a route) and learnt nothing lets the next one try.
+
+        Only then: after a described answer the key stays until it expires,
+        or a request that read the old window a moment late would open the
+        new one a second time.
+        """
         if permit.opens:
-            opened = permit.window.name if permit.window is not None else "-"
-            self.cache.delete(self._key("open", permit.bucket or _digest(permit.route), permit.scope, opened))
+            self.cache.delete(
+                self._key("open", permit.bucket or _digest(permit.route), permit.scope, _opened(permit.window))
+            )
 
     def refused(self, permit, limits, *, retry_after, is_global):
         """A 429: nobody sends what it covers before ``retry_after`` seconds have passed."""
