@@ -200,7 +200,7 @@ CACHES = {"default": env.cache("CACHE_URL", default="dbcache://backoffice_cache"
 if CACHES["default"]["BACKEND"] == "django.core.cache.backends.db.DatabaseCache":
     # Expired rows go only when the table outgrows this; every write counts
     # the rows, so it is kept small, yet above what is live at once.
-    CACHES["default"].setdefault("OPTIONS", {}).setdefault("MAX_ENTRIES", 5000)
+    CACHES["default"].setdefault("OPTIONS", {}).setdefault("MAX_ENTRIES", 2000)
     if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
         # Its own connection, so that a permit taken while a refresh holds
         # its transaction open is seen by every other process at once.

@@ -8,13 +8,12 @@ REFRESH_BREAKER_COOLDOWN seconds: a slow spell then costs a bounded handful
 of accounts, not all of them.
 
 Faults are counted with ``cache.add`` on numbered keys (each fault takes the
-next free number, whichever process records it); a success starts a new
-count. Nothing is kept in process memory.
+next free number, whichever process records it); a success clears them.
+Nothing is kept in process memory.
 """
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -67,15 +66,13 @@ class Breaker:
     def cooldown(self):
         return settings.REFRESH_BREAKER_COOLDOWN
 
+    def _fault_keys(self):
+        return [self._key("fault", str(number)) for number in range(self.threshold)]
+
     def state(self):
-        known = self.cache.get_many([self._key("until"), self._key("count")])
+        known = self.cache.get_many([self._key("until"), *self._fault_keys()])
         until = known.get(self._key("until"), 0.0)
-        count = known.get(self._key("count"), "0")
-        failures = 0
-        for number in range(self.threshold):
-            if self.cache.get(self._key("fault", count, str(number))) is None:
-                break
-            failures = number + 1
+        failures = sum(1 for key in self._fault_keys() if key in known)
         is_open = until > self.clock()
         return BreakerState(open=is_open, until=until if is_open else 0.0, failures=failures)
 
@@ -85,8 +82,15 @@ class Breaker:
         return until if until > self.clock() else 0.0
 
     def check(self, connector_name):
-        """Raise CircuitOpen, without calling the provider, while the breaker is open."""
-        until = self.cache.get(self._key("until"), 0.0)
+        """Raise CircuitOpen, without calling the provider, while the breaker is open.
+
+        It reads, in the same go, whether faults are being counted, so that
+        ``succeeded`` costs nothing in the usual case.
+        """
+        until_key, first_fault = self._key("until"), self._fault_keys()[0]
+        known = self.cache.get_many([until_key, first_fault])
+        self._counting = first_fault in known
+        until = known.get(until_key, 0.0)
         wait = until - self.clock()
         if wait > 0:
             raise CircuitOpen(
@@ -98,16 +102,21 @@ class Breaker:
 
     def succeeded(self):
         """An answer in time: the count of faults in a row starts again."""
-        count = self.cache.get(self._key("count"), "0")
-        if self.cache.get(self._key("fault", count, "0")) is not None:
-            self.cache.set(self._key("count"), uuid.uuid4().hex, None)
+        counting = getattr(self, "_counting", None)
+        if counting is None:
+            counting = self.cache.get(self._fault_keys()[0]) is not None
+        if counting:
+            self.cache.delete_many(self._fault_keys())
 
     def failed(self):
-        """A timeout or a 5xx; the one that makes THRESHOLD in a row opens the breaker."""
-        count = self.cache.get(self._key("count"), "0")
-        for number in range(self.threshold):
-            if self.cache.add(self._key("fault", count, str(number)), 1, self.cooldown * 10):
-                if number + 1 < self.threshold:
+        """A timeout or a 5xx; the one that makes THRESHOLD in a row opens the breaker.
+
+        Each fault takes the next free number with ``add``, whichever process
+        records it, so two at once are counted as two.
+        """
+        for key in self._fault_keys():
+            if self.cache.add(key, 1, self.cooldown * 10):
+                if key != self._fault_keys()[-1]:
                     return
                 break
         self.trip()
@@ -115,7 +124,7 @@ class Breaker:
     def trip(self):
         until = self.clock() + self.cooldown
         self.cache.set(self._key("until"), until, self.cooldown + 1)
-        self.cache.set(self._key("count"), uuid.uuid4().hex, None)
+        self.cache.delete_many(self._fault_keys())
         logger.warning(
             "%s: %s refreshes in a row timed out or failed; refreshes pause for %s s everywhere",
             self.name, self.threshold, self.cooldown,

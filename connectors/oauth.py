@@ -22,13 +22,31 @@ def oauth_session(connector, *, client_id, client=None, **kwargs):
     def check(response):
         if response.status_code >= 300:
             connector.raise_for_response(response)
-        # Kept so that a grant whose answer oauthlib cannot read can still be revoked.
+        # Kept so that a grant whose answer cannot be used can still be revoked.
         session.token_answer = response
+        _readable(connector, response)
         return response
 
     session.register_compliance_hook("access_token_response", check)
     session.register_compliance_hook("refresh_token_response", check)
     return session
+
+
+def _readable(connector, response):
+    """Refuse, as a ProviderError, an answer oauthlib would fail on with a bare exception."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    unreadable = not isinstance(body, dict)
+    if not unreadable:
+        expires_in, scope = body.get("expires_in"), body.get("scope")
+        unreadable = (
+            not (expires_in is None or isinstance(expires_in, int) or str(expires_in).isdigit())
+            or not (scope is None or isinstance(scope, (str, list)))
+        )
+    if unreadable:
+        raise ProviderError(f"{connector.name} sent a token answer that could not be read.")
 
 
 @contextmanager
@@ -44,9 +62,7 @@ def provider_call(connector):
         raise ProviderError(
             f"{connector.name} sent a token answer that could not be used ({error.error})."
         ) from None
-    except (KeyError, TypeError, ValueError, OverflowError):
-        # oauthlib reading odd values (an expires_in that is not a number, say).
-        raise ProviderError(f"{connector.name} sent a token answer that could not be read.") from None
+
 
 
 def token_client_credentials(connector, *, client_id, client_secret, scope):

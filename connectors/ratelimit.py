@@ -12,7 +12,8 @@ carry what the provider said.
   it ends (``observe``).
 - Within an open window, a request claims one of the requests left (a
   numbered permit, taken with ``add``) and goes at once. When none is left,
-  it waits for the window to end instead of being sent to be refused.
+  or the window is about to end, it waits for the window to end instead of
+  being sent to be refused.
 - When a window has ended, one request opens the next one while the others
   wait for its answer to say what the new window allows; so does the first
   request of a route never seen, so that many workers starting at once do
@@ -43,6 +44,9 @@ PROBE_POLL = 0.02
 KNOWN_TTL = 86400
 # Seconds by which a window must outlive its first description to be noted again.
 LATE_END = 0.05
+# No permit is taken from a window this close to its end: the request might
+# reach the provider in the next window, which would not count it.
+CLOSING = 0.1
 # The longest wait for a permit while a caller holds a lock or transaction
 # open (see held_briefly); anything longer is waited out after it closes.
 HELD_MAX_WAIT = 5.0
@@ -171,13 +175,13 @@ class Pace:
             known = self.cache.get_many([route_key, hold_all])
             bucket = known.get(route_key)
             until = known.get(hold_all, 0.0)
-            window = floor = None
+            window = floor = hint = None
             if bucket:
-                window_key, hold_key, floor_key = (
-                    self._key(kind, bucket, scope) for kind in ("window", "hold", "floor")
+                window_key, hold_key, floor_key, hint_key = (
+                    self._key(kind, bucket, scope) for kind in ("window", "hold", "floor", "next")
                 )
-                more = self.cache.get_many([window_key, hold_key, floor_key])
-                window, floor = more.get(window_key), more.get(floor_key)
+                more = self.cache.get_many([window_key, hold_key, floor_key, hint_key])
+                window, floor, hint = more.get(window_key), more.get(floor_key), more.get(hint_key)
                 until = max(until, more.get(hold_key, 0.0))
             now = self.clock()
             if until > now:
@@ -192,16 +196,25 @@ class Pace:
                     return Permit(route, scope, bucket, window, opens=True)
                 self._wait(now + PROBE_POLL, now, deadline)
                 continue
-            if self._claim(bucket, scope, window, floor, now):
+            if now < window.ends_at - CLOSING and self._claim(bucket, scope, window, floor, hint, now):
                 return Permit(route, scope, bucket, window)
             self._wait(window.ends_at, now, deadline)
 
-    def _claim(self, bucket, scope, window, floor, now):
-        """Take one of the requests the window has left; False when none is."""
-        first = max(window.used, floor[1] if floor and floor[0] == window.name else 0)
+    def _claim(self, bucket, scope, window, floor, hint, now):
+        """Take one of the requests the window has left; False when none is.
+
+        The numbers below ``floor`` are spent; ``hint`` (best effort, not
+        atomic) says where the last claim ended, so that a claim does not
+        try every number before it.
+        """
+        first = window.used
+        for known in (floor, hint):
+            if known and known[0] == window.name:
+                first = max(first, known[1])
         keep = math.ceil(window.ends_at - now) + 2
         for number in range(first, window.limit):
             if self.cache.add(self._key("permit", bucket, scope, window.name, str(number)), 1, keep):
+                self.cache.set(self._key("next", bucket, scope), (window.name, number + 1), keep)
                 return True
         return False
 
@@ -243,7 +256,10 @@ class Pace:
         known = permit.window if permit.bucket == bucket else None
         keep = math.ceil(limits.reset_after) + 2
         if known is None or known.name != name:
-            if known is None or ends_at > known.ends_at:
+            # Several answers may be the first of a window this one's sender had
+            # not seen; only the first to arrive describes it.
+            first = self.cache.add(self._key("described", bucket, permit.scope, name), 1, keep)
+            if first and (known is None or ends_at > known.ends_at):
                 window = Window(name=name, ends_at=ends_at, limit=limits.limit, used=used)
                 self.cache.set(self._key("window", bucket, permit.scope), window, keep)
         elif ends_at > known.ends_at + LATE_END:
