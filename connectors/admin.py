@@ -308,7 +308,7 @@ class AccountServerInline(admin.TabularInline):
     model = AccountServer
     extra = 0
     can_delete = False
-    fields = readonly_fields = ("server_id", "name", "permissions", "added_at")
+    fields = readonly_fields = ("server_id", "name", "permissions", "permissions_source", "added_at")
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -382,14 +382,17 @@ class ConnectedAccountAdmin(admin.ModelAdmin):
                 request, f"{obj}: revocation at the provider failed; deleted here.", messages.WARNING
             )
 
-    def _each(self, request, queryset, work, done):
+    def _each(self, request, queryset, work, done, *, record):
+        """Run ``work`` on each account; tell the operator, and put it on the account's History."""
         for account in queryset:
             try:
                 result = work(account)
             except ConnectorError as error:
                 self.message_user(request, f"{account}: {error}", messages.ERROR)
+                self.log_change(request, account, f"{record}: failed ({error})")
             else:
                 self.message_user(request, f"{account}: {done(result)}", messages.SUCCESS)
+                self.log_change(request, account, record)
 
     @admin.action(description="Refresh the token now", permissions=["act"])
     def refresh_now(self, request, queryset):
@@ -398,6 +401,7 @@ class ConnectedAccountAdmin(admin.ModelAdmin):
             queryset,
             lambda account: account_refresh(account, force=True).account,
             lambda account: f"refreshed; expires {account.expires_at:%Y-%m-%d %H:%M} UTC.",
+            record="Refreshed the token now",
         )
 
     @admin.action(description="Check the grant at the provider", permissions=["act"])
@@ -407,12 +411,15 @@ class ConnectedAccountAdmin(admin.ModelAdmin):
             queryset,
             account_check,
             lambda info: f"scopes {info['scopes'] or 'none'}; expires {info['expires'] or 'unknown'}.",
+            record="Checked the grant at the provider",
         )
 
     @admin.action(description="Revoke at the provider and delete", permissions=["delete"])
     def revoke_and_delete(self, request, queryset):
         for account in queryset:
             name = str(account)
+            # On record before the row goes: the entry keeps its name and id.
+            self.log_deletions(request, [account])
             if account_disconnect(account=account, connector=account.connector):
                 self.message_user(request, f"{name}: revoked and deleted.", messages.SUCCESS)
             else:

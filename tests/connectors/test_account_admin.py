@@ -112,3 +112,27 @@ def test_staff_without_permission_are_refused(account, db):
     browser = Client()
     browser.force_login(clerk)
     assert browser.get(URL).status_code == 403
+
+
+def act(staff, action, account):
+    return staff.post(URL, {"action": action, "_selected_action": [account.pk]}, follow=True)
+
+
+def test_every_action_is_on_the_accounts_history_with_who_and_what(staff, account, admin_user, standin):
+    from django.contrib.admin.models import CHANGE, DELETION, LogEntry
+
+    act(staff, "refresh_now", account)
+    standin.fail_next("oauth2_me", status=401)
+    act(staff, "check_grant", account)
+    stored = ConnectedAccount.objects.get(pk=account.pk)
+    act(staff, "revoke_and_delete", account)
+
+    entries = list(LogEntry.objects.filter(object_id=str(account.pk)).order_by("pk"))
+    assert [(e.action_flag, e.user_id) for e in entries] == [(CHANGE, admin_user.pk)] * 2 + [(DELETION, admin_user.pk)]
+    assert entries[0].get_change_message() == "Refreshed the token now"
+    assert entries[1].get_change_message().startswith("Checked the grant at the provider: failed (")
+    assert entries[2].object_repr == str(stored)
+    for entry in entries:
+        assert_no_tokens(entry.change_message + entry.object_repr, stored)
+    history = staff.get(f"{URL}{account.pk}/history/")
+    assert history.status_code in (200, 302)

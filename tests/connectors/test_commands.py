@@ -2,9 +2,12 @@
 ever reaches the terminal."""
 
 import base64
+import getpass
+import logging
 import io
 import json
 from dataclasses import dataclass
+from io import StringIO
 
 import pytest
 import responses
@@ -406,3 +409,19 @@ def test_every_command_names_the_setting_when_the_key_is_wrong_and_rewrites_noth
     assert "FIELD_ENCRYPTION_KEY" in ran.message
     assert ran.out == ""
     assert raw_values() == before
+
+
+def test_each_command_that_changes_something_leaves_one_line_on_record(db, caplog, standin):
+    caplog.set_level(logging.INFO, logger="connectors.audit")
+
+    call_command("configure_connector", SERVICE_ID, "--set", "scopes=identify", stdout=StringIO())
+    call_command("configure_connector", SERVICE_ID, "--set", "scopes=identify", stdout=StringIO())
+    call_command("rotate_encryption_key", stdout=StringIO())
+
+    lines = [record.getMessage() for record in caplog.records if record.name == "connectors.audit"]
+    operator = getpass.getuser()
+    assert lines == [
+        f"configure_connector by {operator}: updated {SERVICE_ID}: scopes",
+        f"rotate_encryption_key by {operator}: re-encrypted 4 values under the first key",
+    ]
+    assert all(value not in caplog.text for value in (standin.app.client_secret, standin.app.bot_token))

@@ -398,3 +398,16 @@ def test_two_hosts_sweeping_at_once_keep_one_pace_under_the_limit(
     assert standin.count_429() <= 0.05 * sent, (standin.count_429(), sent)
     # Paced, not crawling: 40 refreshes at 5 a second.
     assert elapsed < 30
+
+
+def test_a_run_that_refreshed_something_leaves_one_line_on_record(accounts, standin, caplog):
+    import getpass
+    import logging
+
+    caplog.set_level(logging.INFO, logger="connectors.audit")
+    run()
+    run()
+
+    lines = [record.getMessage() for record in caplog.records if record.name == "connectors.audit"]
+    assert lines == [f"refresh_tokens by {getpass.getuser()}: --within 1d: refreshed 3, skipped 0, failed 0, needs reconnect 0"]
+    assert secrets_in(caplog.text, accounts["due"]) == []

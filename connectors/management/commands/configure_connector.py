@@ -4,6 +4,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
+from connectors.audit import command_done
 from connectors.config import config_update
 from connectors.exceptions import ConnectorError, InvalidConfiguration
 from connectors.registry import registry
@@ -86,6 +87,7 @@ class Command(BaseCommand):
         except ConnectorError as error:
             raise CommandError(str(error)) from error
         if changed:
+            command_done("configure_connector", f"updated {service_id}: {', '.join(changed)}")
             self.stdout.write(self.style.SUCCESS(f"Updated {service_id}: {', '.join(changed)}."))
         else:
             self.stdout.write("No change.")

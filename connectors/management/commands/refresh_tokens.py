@@ -4,6 +4,7 @@ from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 
+from connectors.audit import command_done
 from connectors.sweep import DEFAULT_MAX_TIME, due_accounts, due_queryset, refresh_due
 
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -94,6 +95,8 @@ class Command(BaseCommand):
         if terminal:
             self.stdout.write("\r\033[K", ending="")
         self.stdout.write(summary.line())
+        if summary.refreshed or summary.needs_reconnect:
+            command_done("refresh_tokens", f"--within {within}: {summary.line()}")
         if summary.stopped_by:
             raise CommandError(f"Stopped: {summary.stopped_by} Run again after the pause.")
         if summary.timed_out:

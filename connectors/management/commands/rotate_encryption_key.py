@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from connectors.audit import command_done
 from connectors.crypto import encryption_key_rotate
 from connectors.exceptions import ConnectorError
 
@@ -18,6 +19,7 @@ class Command(BaseCommand):
         except ConnectorError as error:
             raise CommandError(str(error)) from error
         noun = "value" if count == 1 else "values"
+        command_done("rotate_encryption_key", f"re-encrypted {count} {noun} under the first key")
         self.stdout.write(
             self.style.SUCCESS(
                 f"Re-encrypted {count} {noun} under the first key of FIELD_ENCRYPTION_KEY. "
