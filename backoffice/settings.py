@@ -150,6 +150,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "connectors.middleware.BoundedWaits",
+    "connectors.middleware.UnreadableConfiguration",
 ]
 
 ROOT_URLCONF = "backoffice.urls"

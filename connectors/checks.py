@@ -10,6 +10,14 @@ from django.urls import Resolver404, resolve
 from .crypto import stored_values_unreadable
 from .registry import registry
 
+UNREADABLE_HINT = (
+    "Put the key they were written with back into FIELD_ENCRYPTION_KEY "
+    "(comma-separated: the first key encrypts, all decrypt), then run "
+    "`manage.py rotate_encryption_key` before dropping it."
+)
+# What the log says when a page meets such a value.
+UNREADABLE_MESSAGE = f"stored values do not decrypt under any key in FIELD_ENCRYPTION_KEY. {UNREADABLE_HINT}"
+
 # How many rows of each encrypted table a check decrypts: enough to catch a
 # wrong key, few enough that start-up does not slow down with the data.
 CHECK_SAMPLE = 20
@@ -26,9 +34,7 @@ def check_stored_values_decrypt(app_configs=None, databases=None, **kwargs):
         checks.Error(
             f"Stored {model._meta.verbose_name_plural} do not decrypt under any key in "
             "FIELD_ENCRYPTION_KEY.",
-            hint="Put the key they were written with back into FIELD_ENCRYPTION_KEY "
-            "(comma-separated: the first key encrypts, all decrypt), then run "
-            "`manage.py rotate_encryption_key` before dropping it.",
+            hint=UNREADABLE_HINT,
             obj=model,
             id="connectors.E001",
         )

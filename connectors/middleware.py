@@ -1,10 +1,15 @@
-"""What every web request shares: a bound on waiting for a provider."""
+"""What every web request shares: a bound on waiting for a provider, our pages for what cannot be helped."""
+
+import logging
 
 from django.conf import settings
 from django.shortcuts import render
 
-from .exceptions import RateLimited
+from .checks import UNREADABLE_MESSAGE
+from .exceptions import EncryptionKeyError, RateLimited
 from .ratelimit import waits_within
+
+logger = logging.getLogger("connectors.config")
 
 
 class BoundedWaits:
@@ -37,3 +42,23 @@ def busy_response(request, error, *, connector=None):
     )
     response["Retry-After"] = str(wait)
     return response
+
+
+class UnreadableConfiguration:
+    """A stored value no key decrypts: our 503 page and connectors.E001 in the log, never a 500.
+
+    The person is told the site cannot use its stored configuration right
+    now; what to do about it (the key) goes to the log, for the operator.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not isinstance(exception, EncryptionKeyError):
+            return None
+        logger.error("connectors.E001: %s (%s)", UNREADABLE_MESSAGE, request.path)
+        return render(request, "connectors/unreadable.html", status=503)

@@ -91,6 +91,14 @@ def configured(db, discord_values):
     return discord_values
 
 
+@pytest.fixture
+def wrong_key(settings, configured):
+    """The values were written under one key; the application now runs with another."""
+    from cryptography.fernet import Fernet
+
+    settings.FIELD_ENCRYPTION_KEY = [Fernet.generate_key().decode()]
+
+
 @pytest.fixture(scope="session")
 def _standin_server():
     from discord_standin import StandIn

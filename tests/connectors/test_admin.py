@@ -100,12 +100,6 @@ def grant(user, *codenames):
     )
 
 
-@pytest.fixture
-def wrong_key(settings, configured):
-    """The values were written under one key; the application now runs with another."""
-    settings.FIELD_ENCRYPTION_KEY = [Fernet.generate_key().decode()]
-
-
 def test_the_secret_check_still_looks_at_most_of_each_secret():
     assert len(secret_windows(CLIENT_SECRET)) >= 20
     assert len(secret_windows(BOT_TOKEN)) >= 50

@@ -272,3 +272,22 @@ def test_the_permissions_left_ticked_at_discord_are_recorded(client_alice, stand
     assert parse_qs(urlsplit(url).query)["permissions"] == [str(1 << 11 | 1 << 10)]
     finish(client_alice, decide(standin, url, permissions=str(1 << 11)))
     assert ConnectedAccount.objects.get().servers.get().permissions == str(1 << 11)
+
+
+def test_a_wrong_encryption_key_gives_our_page_on_connect_and_callback_not_a_500(
+    client_alice, configured, settings, caplog
+):
+    from cryptography.fernet import Fernet
+
+    state = parse_qs(urlsplit(start(client_alice)).query)["state"][0]
+    settings.FIELD_ENCRYPTION_KEY = [Fernet.generate_key().decode()]
+
+    for response in (
+        client_alice.get("/auth/discord/connect"),
+        client_alice.get("/auth/discord/callback", {"code": "c0de", "state": state}),
+    ):
+        assert response.status_code == 503
+        assert "cannot read its stored connection settings" in response.content.decode()
+        assert "FIELD_ENCRYPTION_KEY" not in response.content.decode()
+    assert "connectors.E001" in caplog.text and "FIELD_ENCRYPTION_KEY" in caplog.text
+    assert client_alice.get("/accounts/").status_code == 200
