@@ -126,10 +126,12 @@ def profile_fields(profile):
 
 
 def server_fields(server):
+    granted = server.get("permissions_granted") is True
     return {
         "server_id": column_text(AccountServer, "server_id", server.get("id"), required=True),
         "name": column_text(AccountServer, "name", server.get("name")),
         "permissions": column_text(AccountServer, "permissions", server.get("permissions")),
+        "permissions_source": AccountServer.Source.GRANTED if granted else AccountServer.Source.REQUESTED,
     }
 
 

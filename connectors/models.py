@@ -105,8 +105,17 @@ class AccountServer(models.Model):
     account = models.ForeignKey(ConnectedAccount, on_delete=models.CASCADE, related_name="servers")
     server_id = models.CharField(max_length=64)
     name = models.CharField(max_length=200, blank=True)
+    class Source(models.TextChoices):
+        GRANTED = "granted", "granted (as the provider says)"
+        REQUESTED = "requested", "requested (the provider did not say)"
+
     permissions = models.CharField(
-        max_length=32, blank=True, help_text="The permission bit set granted to the bot."
+        max_length=32, blank=True, help_text="The bot's permission bit set in this server."
+    )
+    # Where ``permissions`` comes from: the provider's word, or, when it said
+    # nothing, what was asked for; never the redirect URL, which the person can edit.
+    permissions_source = models.CharField(
+        max_length=10, choices=Source.choices, default=Source.REQUESTED
     )
     added_at = models.DateTimeField()
 

@@ -959,6 +959,12 @@ class StandIn:
         if "bot" in code.scopes and code.guild is not None:
             code.guild.bot_added = True
             body["guild"] = self._guild_object(code.guild)
+            # The role Discord makes for a bot that joins, with the permissions granted.
+            body["guild"]["roles"] = [
+                {"id": code.guild.id, "name": "@everyone", "permissions": "0", "managed": False},
+                {"id": self.snowflake(), "name": self.app.name, "permissions": code.permissions,
+                 "managed": True, "tags": {"bot_id": self.app.client_id}},
+            ]
         if "webhook.incoming" in code.scopes and code.guild is not None:
             grant.webhook = self._webhook_object(code.guild)
             body["webhook"] = grant.webhook

@@ -37,6 +37,16 @@ def _is_permissions(value):
     return isinstance(value, str) and value.isdigit() and len(value) <= 20 and int(value) < 1 << 64
 
 
+def _bot_role_permissions(guild, client_id):
+    """The permissions of the role Discord manages for our bot in ``guild``, or None if not listed."""
+    roles = guild.get("roles")
+    for role in roles if isinstance(roles, list) else ():
+        tags = role.get("tags") if isinstance(role, dict) else None
+        if isinstance(tags, dict) and tags.get("bot_id") == client_id and _is_permissions(role.get("permissions")):
+            return role["permissions"]
+    return None
+
+
 class DiscordConnector(Connector):
     service_id = "appmixer:discord"
     provider = "discord"
@@ -137,20 +147,26 @@ class DiscordConnector(Connector):
         }
 
     def server_from_token(self, token, *, params, values):
-        """The token answer's guild is where the bot now is; the redirect only hints.
+        """The token answer's guild is where the bot now is; the redirect URL is not believed.
 
-        The permissions the person left ticked come back on the redirect, for
-        the guild it names; otherwise the operator's request is what was granted.
+        The bot's permissions there are those of the role Discord made for it
+        when it joined (the guild's role whose ``tags.bot_id`` is this
+        application), when the answer lists it; else what the operator asked
+        for, marked as requested. The redirect's ``permissions`` parameter is
+        never used: the person can edit it.
         """
         guild = token.get("guild")
         if not guild:
             return None
         if not isinstance(guild, dict) or not _is_snowflake(guild.get("id")):
             raise ProviderError("Discord sent a server without a valid id.")
-        permissions = values["permissions"]
-        if params.get("guild_id") == guild["id"] and _is_permissions(params.get("permissions")):
-            permissions = params["permissions"]
-        return {"id": guild["id"], "name": guild.get("name"), "permissions": permissions}
+        granted = _bot_role_permissions(guild, values["clientId"])
+        return {
+            "id": guild["id"],
+            "name": guild.get("name"),
+            "permissions": granted if granted is not None else values["permissions"],
+            "permissions_granted": granted is not None,
+        }
 
     def revoke(self, account, values):
         """Revoking the refresh token ends the whole grant at Discord."""

@@ -268,3 +268,36 @@ def test_many_users_reconnecting_leave_as_many_live_grants_as_accounts(client, s
 
     assert ConnectedAccount.objects.count() == 5
     assert sum(len(live_grants(standin, person)) for _, person in people) == 5
+
+
+# The bot's permissions: Discord's word, never the URL's
+
+
+def test_the_permissions_stored_are_those_discord_granted_not_the_urls(client_alice, standin):
+    from connectors.config import config_update
+
+    config_update(service_id="appmixer:discord", values={"permissions": str(1 << 11 | 1 << 10)})
+    callback = decide(standin, start(client_alice), permissions=str(1 << 11))
+    query = {k: v[0] for k, v in parse_qs(urlsplit(callback).query).items()}
+    query["permissions"] = "8"  # Administrator, typed into the address bar
+
+    assert client_alice.get("/auth/discord/callback", query).status_code == 302
+
+    server = AccountServer.objects.get()
+    assert (server.permissions, server.permissions_source) == (str(1 << 11), AccountServer.Source.GRANTED)
+    assert "bot permissions 2048, granted (as the provider says)" in client_alice.get("/accounts/").content.decode()
+
+
+def test_without_discords_word_the_request_is_stored_and_marked_requested(client_alice, mocked_discord):
+    mock, state = mocked_discord
+    mock.post(f"{API}/oauth2/token", json=token_answer(guild={"id": "81384788765712384", "name": "Guild"}))
+    mock.get(f"{API}/users/@me", json=USER)
+
+    response = client_alice.get(
+        "/auth/discord/callback", {"code": "c0de", "state": state, "guild_id": "81384788765712384", "permissions": "8"}
+    )
+
+    assert response.status_code == 302
+    server = AccountServer.objects.get()
+    assert server.permissions_source == AccountServer.Source.REQUESTED
+    assert server.permissions != "8"
