@@ -75,11 +75,11 @@ postgres_only = pytest.mark.skipif(
 )
 
 
-def seed_account(standin, user, *, expires_in, scopes="identify"):
-    """A stored account holding a grant the stand-in knows, without the browser dance."""
+def _seeded(standin, user, *, expires_in, scopes):
+    """An unsaved account holding a new grant the stand-in knows, without the browser dance."""
     person = standin.add_user(username=f"seed_{standin.snowflake()}", global_name=None, email=None, guilds=[])
     grant = standin.create_grant(person, scopes=scopes, expires_in=expires_in)
-    return ConnectedAccount.objects.create(
+    return ConnectedAccount(
         user=user,
         service_id=SERVICE_ID,
         uid=person.id,
@@ -88,6 +88,20 @@ def seed_account(standin, user, *, expires_in, scopes="identify"):
         refresh_token=grant.refresh_token,
         scopes=scopes,
         expires_at=timezone.now() + timedelta(seconds=expires_in),
+    )
+
+
+def seed_account(standin, user, *, expires_in, scopes="identify"):
+    """A stored account holding a grant the stand-in knows."""
+    account = _seeded(standin, user, expires_in=expires_in, scopes=scopes)
+    account.save()
+    return account
+
+
+def seed_many(standin, user, count, *, expires_in=60, scopes="identify"):
+    """``count`` such accounts, stored in one statement."""
+    ConnectedAccount.objects.bulk_create(
+        _seeded(standin, user, expires_in=expires_in, scopes=scopes) for _ in range(count)
     )
 
 

@@ -9,14 +9,13 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.utils import timezone
 
 from connectors import sweep
 from connectors.management.commands.refresh_tokens import parse_duration
 from connectors.models import ConnectedAccount
 from tests.conftest import SERVICE_ID
 
-from tests.helpers import REPO, child_env, postgres_only, seed_account
+from tests.helpers import REPO, child_env, postgres_only, seed_account, seed_many
 
 SUMMARY = re.compile(
     r"^refreshed (\d+), skipped (\d+), failed (\d+), needs reconnect (\d+)"
@@ -208,48 +207,12 @@ def test_workers_and_batch_size_must_be_positive(db, option):
 
 @postgres_only
 def test_two_runs_started_together_refresh_each_account_once(transactional_db, standin, alice):  # noqa: F811
-    now = timezone.now()
-    grants = []
-    for index in range(500):
-        person = standin.add_user(username=f"sweep_{index}", global_name=None, email=None, guilds=[])
-        grants.append((person, standin.create_grant(person, scopes="identify", expires_in=60)))
-    ConnectedAccount.objects.bulk_create(
-        ConnectedAccount(
-            user=alice,
-            service_id=SERVICE_ID,
-            uid=person.id,
-            username=person.username,
-            access_token=grant.access_token,
-            refresh_token=grant.refresh_token,
-            scopes="identify",
-            expires_at=now + timedelta(seconds=60),
-        )
-        for person, grant in grants
-    )
-    command = [sys.executable, "manage.py", "refresh_tokens", "--within", "1d", "--workers", "4"]
-    runs = [
-        subprocess.Popen(command, cwd=REPO, env=child_env(standin), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
-    try:
-        outputs = [process.communicate(timeout=120) for process in runs]
-    finally:
-        for process in runs:
-            if process.poll() is None:
-                process.kill()
+    seed_many(standin, alice, 500)
 
-    for process, (out, err) in zip(runs, outputs):
-        assert process.returncode == 0, err
-    summaries = [summary_of(out) for out, _ in outputs]
-    assert sum(refreshed for refreshed, *_ in summaries) == 500
-    assert all(failed == reconnect == 0 for _, _, failed, reconnect in summaries)
-    assert standin.count("token.refresh_token") == 500
-    stored = list(ConnectedAccount.objects.all())
-    assert len(stored) == 500
-    assert all(account.status == ConnectedAccount.Status.ACTIVE for account in stored)
-    assert all(standin.refresh_token_valid(account.refresh_token) for account in stored)
-    assert all(account.refreshed_at is not None for account in stored)
+    outputs = sweep_processes(standin, "--within", "1d", "--workers", "4")
+
+    assert_each_refreshed_once(standin, outputs, 500)
+    assert all(account.refreshed_at is not None for account in ConnectedAccount.objects.all())
 
 
 # The rate limit: one pace for every run, nothing given up for a 429.
@@ -319,28 +282,6 @@ def test_an_account_refreshed_a_moment_ago_is_not_refreshed_again_however_wide_t
     monkeypatch.setattr(sweep, "due_accounts", stale_listing)
     assert summary_of(run("--within", "30d")) == (0, 4, 0, 0)
     assert standin.count("token.refresh_token") == 4
-
-
-def seed_many(standin, user, count, *, expires_in=60):
-    """``count`` accounts whose grants the stand-in knows, stored in one statement."""
-    now = timezone.now()
-    grants = []
-    for index in range(count):
-        person = standin.add_user(username=f"sweep_{index}", global_name=None, email=None, guilds=[])
-        grants.append((person, standin.create_grant(person, scopes="identify", expires_in=expires_in)))
-    ConnectedAccount.objects.bulk_create(
-        ConnectedAccount(
-            user=user,
-            service_id=SERVICE_ID,
-            uid=person.id,
-            username=person.username,
-            access_token=grant.access_token,
-            refresh_token=grant.refresh_token,
-            scopes="identify",
-            expires_at=now + timedelta(seconds=expires_in),
-        )
-        for person, grant in grants
-    )
 
 
 def sweep_processes(standin, *arguments, count=2, env=None):

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import pytest
 import requests
-from django.db import connection, connections
+from django.db import connections
 from django.utils import timezone
 from django.utils.html import escape
 
