@@ -141,7 +141,7 @@ def flow_finish(session, *, user, connector, params):
 
 def _answered_tokens(oauth):
     """The tokens of a 2xx token answer oauthlib could not read, if any can be found."""
-    answer = getattr(oauth, "token_answer", None)
+    answer = oauth.token_answer.response
     try:
         body = answer.json() if answer is not None else None
     except ValueError:

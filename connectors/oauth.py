@@ -18,18 +18,25 @@ def oauth_session(connector, *, client_id, client=None, **kwargs):
     """An OAuth2Session whose token answers are checked before oauthlib reads them."""
     session = OAuth2Session(client_id=client_id, client=client, **kwargs)
     connector.mount(session)
+    # The last token answer, kept so that a grant whose answer cannot be used
+    # can still be revoked. A holder of its own: the hook below must not refer
+    # to the session that holds it, or every session would be a reference cycle.
+    session.token_answer = answer = TokenAnswer()
 
     def check(response):
         if response.status_code >= 300:
             connector.raise_for_response(response)
-        # Kept so that a grant whose answer cannot be used can still be revoked.
-        session.token_answer = response
+        answer.response = response
         _readable(connector, response)
         return response
 
     session.register_compliance_hook("access_token_response", check)
     session.register_compliance_hook("refresh_token_response", check)
     return session
+
+
+class TokenAnswer:
+    response = None
 
 
 def _readable(connector, response):
