@@ -177,3 +177,25 @@ def test_a_stored_value_no_key_decrypts_leaves_the_report_working(configured, se
 
     assert variables == {"secret_value": "********************"}
 
+
+def test_django_s_own_filter_hides_the_callback_s_secrets_too(client_alice, standin, monkeypatch):
+    """For a reporter that knows only Django's filter (DEBUG off): flow_finish names its secrets."""
+    from django.views.debug import SafeExceptionReporterFilter
+
+    monkeypatch.setattr("connectors.flow.account_connect", lambda **kwargs: 1 / 0)
+    callback = decide(standin, start(client_alice))
+
+    with pytest.raises(ZeroDivisionError) as raised:
+        finish(client_alice, callback)
+
+    [frame] = [tb.tb_frame for tb in _walk(raised.tb) if tb.tb_frame.f_code.co_name == "flow_finish"]
+    variables = dict(SafeExceptionReporterFilter().get_traceback_frame_variables(None, frame))
+    for name in ("params", "values", "token"):
+        assert variables[name] == SafeExceptionReporterFilter.cleansed_substitute
+    assert variables["connector"] is not None
+
+
+def _walk(tb):
+    while tb is not None:
+        yield tb
+        tb = tb.tb_next
