@@ -237,6 +237,11 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "accounts"
 LOGOUT_REDIRECT_URL = "login"
 
+# Error reports, the DEBUG page included, hide every stored secret and every
+# token: by variable name, by content, and in the request's parameters.
+DEFAULT_EXCEPTION_REPORTER = "connectors.debug.SecretsReporter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "connectors.debug.SecretsFilter"
+
 # One line per OAuth event under the "connectors" loggers. The HTTP libraries
 # log request bodies, headers and tokens at DEBUG, so they never go below
 # WARNING, whatever LOG_LEVEL says.

@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import EmailField, URLField
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from .config import config_values
 from .exceptions import ConnectorError, ProviderError
@@ -62,6 +63,7 @@ def column_text(model, name, value, *, required=False):
     return value
 
 
+@sensitive_variables("token", "fields", "access_token", "refresh_token")
 def token_fields(token, *, now, lenient=False):
     """The model fields a token answer sets, checked and made safe; shared by connect and refresh.
 
@@ -156,6 +158,7 @@ def _upsert(instance, *, unique, keep=()):
 
 
 @transaction.atomic
+@sensitive_variables("token", "tokens")
 def account_connect(*, user, connector, token, profile, server=None):
     """Store the grant on the one account of (user, provider identity).
 

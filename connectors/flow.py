@@ -9,6 +9,7 @@ import logging
 import secrets
 import time
 
+from django.views.decorators.debug import sensitive_variables
 from oauthlib.oauth2 import WebApplicationClient
 
 from .accounts import account_connect
@@ -84,6 +85,7 @@ def _take_state(session, *, connector, state):
     return entry
 
 
+@sensitive_variables("params", "values", "token")
 def flow_finish(session, *, user, connector, params):
     """Check the callback, exchange the code, store the account.
 
@@ -139,6 +141,7 @@ def flow_finish(session, *, user, connector, params):
     return result, entry["next"]
 
 
+@sensitive_variables("answer", "body")
 def _answered_tokens(oauth):
     """The tokens of a 2xx token answer oauthlib could not read, if any can be found."""
     answer = oauth.token_answer.response
@@ -149,6 +152,7 @@ def _answered_tokens(oauth):
     return body if isinstance(body, dict) else None
 
 
+@sensitive_variables("values", "tokens", "access", "refresh")
 def _revoke_quietly(connector, values, tokens, *, what="a grant that could not be stored"):
     """Revoke ``tokens`` (a token answer or an account); a failure is logged, never raised."""
     if tokens is None:

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import requests
 from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
 from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error
 from requests_oauthlib import OAuth2Session
 
@@ -39,6 +40,7 @@ class TokenAnswer:
     response = None
 
 
+@sensitive_variables("body")
 def _readable(connector, response):
     """Refuse, as a ProviderError, an answer oauthlib would fail on with a bare exception."""
     try:
@@ -72,6 +74,7 @@ def provider_call(connector):
 
 
 
+@sensitive_variables("client_secret")
 def token_client_credentials(connector, *, client_id, client_secret, scope):
     """A token for the application itself: proves the client id and secret."""
     session = oauth_session(
@@ -86,6 +89,7 @@ def token_client_credentials(connector, *, client_id, client_secret, scope):
         )
 
 
+@sensitive_variables("client_secret", "refresh_token")
 def token_refresh(connector, *, client_id, client_secret, refresh_token):
     """Trade a refresh token for a new pair; the old refresh token dies with it.
 

@@ -16,6 +16,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from .accounts import token_fields
 from .config import config_client_values
@@ -185,6 +186,7 @@ def _note_rate_limited(account, error):
     )
 
 
+@sensitive_variables("values", "token")
 def _call_refresh(locked):
     """The provider's answer to one refresh; the breaker hears whether it came in time."""
     connector = locked.connector

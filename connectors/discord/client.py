@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
 from requests.adapters import HTTPAdapter
 
 from connectors.exceptions import (
@@ -206,6 +207,7 @@ def raise_for_response(response):
     return body
 
 
+@sensitive_variables("headers", "kwargs")
 def send(method, path, *, headers=None, session=None, **kwargs):
     """One request to the REST API, with the configured base URL and timeout."""
     session = session or shared_session()
@@ -224,10 +226,12 @@ def send(method, path, *, headers=None, session=None, **kwargs):
     return raise_for_response(response)
 
 
+@sensitive_variables("access_token")
 def bearer(access_token):
     return {"Authorization": f"Bearer {access_token}"}
 
 
+@sensitive_variables("bot_token")
 def bot(bot_token):
     return {"Authorization": f"Bot {bot_token}"}
 
@@ -248,6 +252,7 @@ def current_application(bot_token):
     return send("GET", CURRENT_APPLICATION, headers=bot(bot_token))
 
 
+@sensitive_variables("token", "client_secret", "data")
 def revoke(token, *, client_id, client_secret, token_type_hint=None):
     data = {"token": token}
     if token_type_hint:

@@ -1,6 +1,7 @@
 """The Discord connector: only what differs from the framework's defaults."""
 
 from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
 
 from connectors.exceptions import ProviderError
 from connectors.registry import ConfigField, Connector
@@ -168,6 +169,7 @@ class DiscordConnector(Connector):
             "permissions_granted": granted is not None,
         }
 
+    @sensitive_variables("token", "values")
     def revoke(self, account, values):
         """Revoking the refresh token ends the whole grant at Discord."""
         token, hint = account.refresh_token, "refresh_token"

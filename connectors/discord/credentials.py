@@ -4,6 +4,8 @@ Each check says what it found and, when it fails, what to change in the
 Developer Portal; a failure of one check never hides the others.
 """
 
+from django.views.decorators.debug import sensitive_variables
+
 from connectors.exceptions import ConnectorError, ProviderUnavailable, Unauthorized
 from connectors.oauth import token_client_credentials
 from connectors.registry import CheckResult
@@ -29,6 +31,7 @@ def _failure(name, error, hint):
     return CheckResult(name, False, str(error), hint)
 
 
+@sensitive_variables("values", "token")
 def check_bot_token(values):
     name = "Bot token"
     token = values.get("botToken")
@@ -43,6 +46,7 @@ def check_bot_token(values):
     return CheckResult(name, True, f"Accepted: the bot is {bot.get('username')} ({bot.get('id')})."), bot
 
 
+@sensitive_variables("values", "secret")
 def check_client(connector, values):
     name = "Client ID and secret"
     client_id, secret = values.get("clientId"), values.get("clientSecret")
