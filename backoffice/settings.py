@@ -271,6 +271,8 @@ LOGIN_PROXY_COUNT = env.int("LOGIN_PROXY_COUNT", default=1)
 if LOGIN_IP_HEADER and LOGIN_PROXY_COUNT < 1:
     raise ImproperlyConfigured("LOGIN_PROXY_COUNT must be 1 or more with LOGIN_IP_HEADER set.")
 AXES_IPWARE_META_PRECEDENCE_ORDER = (LOGIN_IP_HEADER,) if LOGIN_IP_HEADER else ("REMOTE_ADDR",)
+# ipware counts the addresses after the client's in the header: one per proxy
+# but the last, whose own address is REMOTE_ADDR, not in the header.
 AXES_IPWARE_PROXY_COUNT = LOGIN_PROXY_COUNT - 1 if LOGIN_IP_HEADER else None
 IPWARE_STRICT = False
 
