@@ -6,6 +6,7 @@ to another path, or to an empty string to read none (the tests do).
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -241,6 +242,45 @@ LOGOUT_REDIRECT_URL = "login"
 # token: by variable name, by content, and in the request's parameters.
 DEFAULT_EXCEPTION_REPORTER = "connectors.debug.SecretsReporter"
 DEFAULT_EXCEPTION_REPORTER_FILTER = "connectors.debug.SecretsFilter"
+
+# Login throttling (django-axes). LOGIN_FAILURE_LIMIT failed sign-ins for one
+# username from one client address, each within the cool-off of the one
+# before, lock that pair out of /accounts/login/ and /admin/login/ (the right
+# password included) until LOGIN_COOLOFF_MINUTES after the last of them; other
+# usernames and other addresses are unaffected, and a success clears the
+# count. Refused tries are not counted, so the time our page names holds.
+# `manage.py axes_reset` lifts every lock.
+INSTALLED_APPS += ["axes"]
+# Last: it turns the refusal the backend flags into our page.
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked pair before any password check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_COOLOFF_MINUTES", default=60))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "backoffice.lockout.lockout_response"
+# The client address is read by django-ipware (axes's [ipware] extra, the way
+# axes documents), from REMOTE_ADDR alone by default: any client can send an
+# X-Forwarded-For, and trusting it would let an attacker claim a new address
+# for every try. Behind proxies that every request passes, LOGIN_IP_HEADER
+# names the header they set, as request.META spells it (HTTP_X_FORWARDED_FOR,
+# HTTP_X_REAL_IP), and LOGIN_PROXY_COUNT how many of them add to it: the
+# address taken is that many from the right, the one the outermost proxy saw,
+# whatever the client wrote before it. Not strict, so a client's own proxy
+# lengthening the header does not make the address unreadable.
+LOGIN_IP_HEADER = env.str("LOGIN_IP_HEADER", default="")
+LOGIN_PROXY_COUNT = env.int("LOGIN_PROXY_COUNT", default=1)
+if LOGIN_IP_HEADER and LOGIN_PROXY_COUNT < 1:
+    raise ImproperlyConfigured("LOGIN_PROXY_COUNT must be 1 or more with LOGIN_IP_HEADER set.")
+AXES_IPWARE_META_PRECEDENCE_ORDER = (LOGIN_IP_HEADER,) if LOGIN_IP_HEADER else ("REMOTE_ADDR",)
+# ipware counts the addresses after the client's in the header: one per proxy
+# but the last, whose own address is REMOTE_ADDR, not in the header.
+AXES_IPWARE_PROXY_COUNT = LOGIN_PROXY_COUNT - 1 if LOGIN_IP_HEADER else None
+IPWARE_STRICT = False
 
 # One line per OAuth event under the "connectors" loggers. The HTTP libraries
 # log request bodies, headers and tokens at DEBUG, so they never go below

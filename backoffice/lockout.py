@@ -1,0 +1,39 @@
+"""The page a locked-out sign-in gets (django-axes calls it: AXES_LOCKOUT_CALLABLE)."""
+
+import math
+from datetime import timedelta
+
+from axes.helpers import get_client_username, get_cool_off
+from axes.models import AccessAttempt
+from django.conf import settings
+from django.db.models import Max
+from django.shortcuts import render
+from django.utils import timezone
+
+
+def lockout_response(request, original_response=None, credentials=None):
+    """Our page, with axes's status (429) and Retry-After, saying when to try again.
+
+    The lock ends a cool-off after the last failure counted for this username
+    and address; refused tries are not counted, so that time holds however
+    often the person tries meanwhile.
+    """
+    now = timezone.now()
+    last_failure = AccessAttempt.objects.filter(
+        username=get_client_username(request, credentials),
+        ip_address=request.axes_ip_address,
+    ).aggregate(last=Max("attempt_time"))["last"]
+    until = (last_failure or now) + get_cool_off(request)
+    wait = max(1, math.ceil((until - now).total_seconds()))
+    # Shown to the minute, rounded up: at the time named, the lock is over.
+    shown = until.replace(second=0, microsecond=0)
+    if shown < until:
+        shown += timedelta(minutes=1)
+    response = render(
+        request,
+        "registration/locked_out.html",
+        {"until": shown, "wait": wait},
+        status=settings.AXES_HTTP_RESPONSE_CODE,
+    )
+    response["Retry-After"] = str(wait)
+    return response
