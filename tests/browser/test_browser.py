@@ -177,7 +177,7 @@ def test_end_user_connects_and_disconnects_a_discord_account(site, standin, page
     avatar = account_card.locator("img.avatar")
     expect(avatar).to_have_attribute("src", re.compile("^" + re.escape(django_settings.DISCORD_CDN_URL)))
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=avatar.element_handle())
-    assert computed(page, ".account-row", "display") == "flex"
+    expect(account_card.locator(".account-row")).to_have_css("display", "flex")
     shot(page, "03-accounts-connected")
 
     account = ConnectedAccount.objects.get()
@@ -203,10 +203,6 @@ def log_in(page, site, username, password):
     page.wait_for_url(f"{site}/accounts/")
 
 
-def computed(page, selector, prop):
-    return page.locator(selector).first.evaluate(f"el => getComputedStyle(el).{prop}")
-
-
 def test_operator_changes_the_bot_permissions_and_tests_the_credentials(site, standin, page, django_user_model):
     from playwright.sync_api import expect
 
@@ -218,7 +214,7 @@ def test_operator_changes_the_bot_permissions_and_tests_the_credentials(site, st
     page.wait_for_url(re.compile(r"/admin/connectors/connectorconfig/\d+/change/$"))
 
     # Our admin.css is what sizes the redirect URL box.
-    assert computed(page, "#redirect-url", "maxWidth") != "none"
+    expect(page.locator("#redirect-url")).not_to_have_css("max-width", "none")
     moderate = page.get_by_label("Moderate Members")
     expect(moderate).not_to_be_checked()
     moderate.check()
@@ -236,8 +232,9 @@ def test_operator_changes_the_bot_permissions_and_tests_the_credentials(site, st
     page.wait_for_url(re.compile(r"/test-credentials/$"))
     expect(page.locator("#credential-checks tbody tr").first).to_be_visible()
     # admin.css stretches the table across its box.
-    assert page.locator("#credential-checks").evaluate(
-        "t => t.offsetWidth >= t.parentElement.clientWidth - 1"
+    page.wait_for_function(
+        "() => { const t = document.getElementById('credential-checks');"
+        " return t.offsetWidth >= t.parentElement.clientWidth - 1; }"
     )
     shot(page, "06-admin-test-credentials")
 
@@ -265,14 +262,14 @@ def test_our_error_pages_are_styled_under_the_policy(site, standin, page, django
     answer = page.goto(f"{site}/no/such/page/")
     assert answer.status == 404
     expect(page.get_by_role("heading", name="Page not found")).to_be_visible()
-    assert computed(page, "header", "backgroundColor") == "rgb(255, 255, 255)"
+    expect(page.locator("header")).to_have_css("background-color", "rgb(255, 255, 255)")
     shot(page, "07-error-404")
 
     config_update(service_id=SERVICE_ID, clear=["clientSecret"])
     page.goto(f"{site}/accounts/")
     page.get_by_role("link", name="Connect account").click()
     expect(page.get_by_role("heading", name="Discord is not set up yet")).to_be_visible()
-    assert computed(page, ".card", "borderRadius") == "8px"
+    expect(page.locator(".card")).to_have_css("border-radius", "8px")
     shot(page, "08-error-503-not-configured")
 
     page.goto(f"{site}/accounts/")
@@ -288,5 +285,5 @@ def test_our_error_pages_are_styled_under_the_policy(site, standin, page, django
     answer = page.goto(f"{site}/accounts/")
     assert answer.status == 500
     expect(page.get_by_role("heading", name="Something went wrong")).to_be_visible()
-    assert computed(page, ".card", "borderRadius") == "8px"
+    expect(page.locator(".card")).to_have_css("border-radius", "8px")
     shot(page, "10-error-500")
