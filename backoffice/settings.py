@@ -133,9 +133,10 @@ if DISCORD_EMULATOR:
 # (connectors.middleware.ContentSecurityPolicy says why). The one page sent
 # without the policy is Django's own technical error page (the traceback or
 # "page not found" shown with DEBUG on, full of inline style and script):
-# django-csp's middleware leaves it out of a 404 or 500 while DEBUG is on, and
-# with DEBUG on those are only ever Django's technical pages (our 404.html
-# and 500.html stand in for them with DEBUG off, when every page has it).
+# django-csp's middleware sends none with a 404 or 500 while DEBUG is on, and
+# with DEBUG on Django answers those with its technical pages (no view of
+# ours returns one itself). With DEBUG off our 404.html and 500.html answer
+# them, with the policy.
 DISCORD_CDN_URL = "https://cdn.discordapp.com"  # the avatars on the accounts page
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
