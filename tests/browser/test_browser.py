@@ -213,8 +213,9 @@ def test_operator_changes_the_bot_permissions_and_tests_the_credentials(site, st
     page.get_by_role("link", name=SERVICE_ID, exact=True).click()
     page.wait_for_url(re.compile(r"/admin/connectors/connectorconfig/\d+/change/$"))
 
-    # Our admin.css is what sizes the redirect URL box.
+    # Our admin.css sizes the redirect URL box and lines up the checklist.
     expect(page.locator("#redirect-url")).not_to_have_css("max-width", "none")
+    expect(page.locator(".setup-checklist")).to_have_css("margin-left", "0px")
     moderate = page.get_by_label("Moderate Members")
     expect(moderate).not_to_be_checked()
     moderate.check()
