@@ -127,6 +127,31 @@ if DISCORD_EMULATOR:
     # oauthlib refuses plain HTTP unless told; the stand-in is on loopback.
     os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
 
+# What our pages may load, and where their forms may go (django-csp), enforced
+# whatever DEBUG says. No inline script or style anywhere: our CSS is a static
+# file, and Django 5.2's admin needs nothing more (it has no inline script or
+# style attribute). form-action also allows each connector's consent page
+# (connectors.middleware.ContentSecurityPolicy says why). The one page sent
+# without the policy is Django's own technical error page (the traceback or
+# "page not found" shown with DEBUG on, full of inline style and script):
+# django-csp's middleware sends none with a 404 or 500 while DEBUG is on, and
+# with DEBUG on Django answers those with its technical pages (no view of
+# ours returns one itself). With DEBUG off our 404.html and 500.html answer
+# them, with the policy.
+DISCORD_CDN_URL = "https://cdn.discordapp.com"  # the avatars on the accounts page
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", DISCORD_CDN_URL],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    },
+}
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -139,10 +164,15 @@ INSTALLED_APPS = [
     # Discord stand-in) takes precedence.
     "connectors.discord",
     "django.contrib.staticfiles",
+    "csp",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before WhiteNoise, so that every response carries both policies; the
+    # Permissions-Policy header is our own, the CSP django-csp's.
+    "connectors.middleware.PermissionsPolicy",
+    "connectors.middleware.ContentSecurityPolicy",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

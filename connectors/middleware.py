@@ -1,13 +1,17 @@
-"""What every web request shares: a bound on waiting for a provider, our pages for what cannot be helped."""
+"""What every web request shares: a bound on waiting for a provider, our pages for what
+cannot be helped, and the Content-Security-Policy and Permissions-Policy headers."""
 
 import logging
+from urllib.parse import urlsplit
 
+from csp.middleware import CSPMiddleware
 from django.conf import settings
 from django.shortcuts import render
 
 from .checks import UNREADABLE_MESSAGE
 from .exceptions import EncryptionKeyError, RateLimited
 from .ratelimit import waits_within
+from .registry import registry
 
 logger = logging.getLogger("connectors.config")
 
@@ -62,3 +66,50 @@ class UnreadableConfiguration:
             return None
         logger.error("connectors.E001: %s (%s)", UNREADABLE_MESSAGE, request.path)
         return render(request, "connectors/unreadable.html", status=503)
+
+
+# Powerful browser features no page of ours uses: none may use them, not even
+# our own pages (the empty allowlist), nor anything they might frame.
+DENIED_FEATURES = (
+    "accelerometer", "autoplay", "camera", "display-capture",
+    "geolocation", "gyroscope", "hid", "magnetometer", "microphone", "midi",
+    "payment", "screen-wake-lock", "serial", "usb", "xr-spatial-tracking",
+)
+PERMISSIONS_POLICY = ", ".join(f"{feature}=()" for feature in DENIED_FEATURES)
+
+
+class PermissionsPolicy:
+    """Every response says which powerful features the browser must refuse."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        response.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
+        return response
+
+
+class ContentSecurityPolicy(CSPMiddleware):
+    """django-csp's CONTENT_SECURITY_POLICY, whose form-action also allows each
+    connector's consent page.
+
+    A form of ours can end there: logging in on the way to Connect account
+    posts the login form, which redirects to /auth/<provider>/connect, which
+    redirects to the provider's authorize URL; Chromium holds every step of a
+    form's redirects to form-action and blocks the last one otherwise. Read
+    for each response, so it follows the settings (the local stand-in too).
+    """
+
+    def get_policy_parts(self, request, response, report_only=False):
+        parts = super().get_policy_parts(request, response, report_only)
+        if not report_only:
+            update = dict(parts.update or {})
+            update["form-action"] = [*update.get("form-action", ()), *_consent_origins()]
+            parts.update = update
+        return parts
+
+
+def _consent_origins():
+    urls = (urlsplit(connector.authorize_url) for connector in registry)
+    return sorted({f"{url.scheme}://{url.netloc}" for url in urls})

@@ -32,6 +32,39 @@ def config_admin_url(view):
     return reverse(f"admin:connectors_connectorconfig_{view}", args=[config.pk])
 
 
+# The two policy headers every response carries (settings:
+# CONTENT_SECURITY_POLICY; connectors.middleware).
+
+DENIED_FEATURES = ("camera", "microphone", "geolocation", "payment", "usb")
+
+
+def csp_directives(response):
+    """The enforced Content-Security-Policy of a response, as {directive: [sources]}."""
+    assert "Content-Security-Policy-Report-Only" not in response.headers, "the policy is only reported"
+    header = response.headers.get("Content-Security-Policy")
+    assert header, f"no Content-Security-Policy on {response.status_code} {response.headers}"
+    directives = {}
+    for part in header.split(";"):
+        name, *sources = part.split()
+        directives[name] = sources
+    return directives
+
+
+def assert_strict_policies(response):
+    """The strict CSP (no inline script or style, nothing framed) and the Permissions-Policy."""
+    csp = csp_directives(response)
+    assert csp["default-src"] == ["'self'"]
+    assert csp["script-src"] == ["'self'"], "script-src allows more than our own files"
+    assert csp["style-src"] == ["'self'"], "style-src allows more than our own files"
+    assert csp["object-src"] == ["'none'"]
+    assert csp["base-uri"] == ["'self'"]
+    assert csp["frame-ancestors"] == ["'none'"]
+    assert csp["form-action"][0] == "'self'"
+    features = dict(item.strip().split("=", 1) for item in response.headers["Permissions-Policy"].split(","))
+    assert {feature: features.get(feature) for feature in DENIED_FEATURES} == dict.fromkeys(DENIED_FEATURES, "()")
+    return csp
+
+
 REDIRECT_URI = "https://backoffice.example.com/auth/discord/callback"
 
 

@@ -18,15 +18,17 @@ from .validators import (
 )
 
 
-CDN = "https://cdn.discordapp.com"
-
-
 def avatar_url(user):
-    """The user's avatar, or the default one Discord shows when there is none."""
+    """The user's avatar, or the default one Discord shows when there is none.
+
+    On DISCORD_CDN_URL, the one image origin besides ours that the
+    Content-Security-Policy allows.
+    """
     uid, avatar = user["id"], user.get("avatar")
+    cdn = settings.DISCORD_CDN_URL
     if avatar:
-        return f"{CDN}/avatars/{uid}/{avatar}.png?size=128"
-    return f"{CDN}/embed/avatars/{(int(uid) >> 22) % 6}.png"
+        return f"{cdn}/avatars/{uid}/{avatar}.png?size=128"
+    return f"{cdn}/embed/avatars/{(int(uid) >> 22) % 6}.png"
 
 
 def _is_snowflake(value):

@@ -4,13 +4,20 @@ The site runs on pytest-django's live server, Discord is the local stand-in
 (real HTTP on loopback), and the browser is Debian's chromium driven by
 Playwright's sync API. Screenshots land in test-artifacts/browser/ at the
 repository root (git-ignored) so a human can look at the pages.
+
+Every test fails on a Content-Security-Policy violation (or a
+Permissions-Policy header Chromium cannot read): the page fixture collects
+what Chromium reports in the console or as an uncaught page error, and
+asserts at the end that nothing was refused.
 """
 
+import base64
 import re
 import shutil
 from pathlib import Path
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connections
 
 from connectors.config import config_keys_set, config_update, config_values
@@ -20,6 +27,13 @@ SERVICE_ID = "appmixer:discord"
 CHROMIUM = shutil.which("chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 TIMEOUT_MS = 15_000
+# What Chromium says when the Content-Security-Policy blocks something, or
+# when it cannot make sense of the Permissions-Policy header.
+POLICY_ERROR = re.compile(r"Content Security Policy|Refused to|Permissions-Policy", re.I)
+# A 1×1 PNG in Discord's blurple: the avatar the CDN answers in these tests.
+AVATAR_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGOISP0EAALIAbDfJSJbAAAAAElFTkSuQmCC"
+)
 
 pytestmark = [
     pytest.mark.browser,
@@ -54,7 +68,19 @@ def page(monkeypatch):
             context = browser.new_context(viewport={"width": 1280, "height": 900})
             context.set_default_timeout(TIMEOUT_MS)
             context.set_default_navigation_timeout(TIMEOUT_MS)
-            yield context.new_page()
+            # Avatars come from Discord's CDN; the tests answer for it, off the network.
+            context.route(
+                f"{django_settings.DISCORD_CDN_URL}/**",
+                lambda route: route.fulfill(status=200, content_type="image/png", body=AVATAR_PNG),
+            )
+            page = context.new_page()
+            refused = []
+            page.on("console", lambda message: refused.append(f"console: {message.text}"))
+            page.on("pageerror", lambda error: refused.append(f"page error: {error}"))
+            yield page
+            page.wait_for_load_state()
+            refused = [text for text in refused if POLICY_ERROR.search(text)]
+            assert not refused, "a security policy refused something:\n" + "\n".join(refused)
             context.close()
         finally:
             # While Playwright's loop runs, Django keeps separate, context-local
@@ -147,6 +173,11 @@ def test_end_user_connects_and_disconnects_a_discord_account(site, standin, page
     expect(account_card).to_contain_text("Stand-in User")
     expect(account_card).to_contain_text("Stand-in User's server")
     expect(page.locator("ul.messages li.success")).to_contain_text("Connected Discord account Stand-in User")
+    # The avatar from Discord's CDN got past img-src, and site.css laid out the card.
+    avatar = account_card.locator("img.avatar")
+    expect(avatar).to_have_attribute("src", re.compile("^" + re.escape(django_settings.DISCORD_CDN_URL)))
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=avatar.element_handle())
+    expect(account_card.locator(".account-row")).to_have_css("display", "flex")
     shot(page, "03-accounts-connected")
 
     account = ConnectedAccount.objects.get()
@@ -162,3 +193,98 @@ def test_end_user_connects_and_disconnects_a_discord_account(site, standin, page
 
     assert not ConnectedAccount.objects.exists()
     assert standin.count("revoke") == 1
+
+
+def log_in(page, site, username, password):
+    page.goto(f"{site}/accounts/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{site}/accounts/")
+
+
+def test_operator_changes_the_bot_permissions_and_tests_the_credentials(site, standin, page, django_user_model):
+    from playwright.sync_api import expect
+
+    django_user_model.objects.create_superuser("otto", "otto@example.com", "pw-otto-123")
+    log_in(page, site, "otto", "pw-otto-123")
+    page.get_by_role("link", name="Admin").click()
+    page.get_by_role("link", name=re.compile(r"Connector configurations", re.I)).first.click()
+    page.get_by_role("link", name=SERVICE_ID, exact=True).click()
+    page.wait_for_url(re.compile(r"/admin/connectors/connectorconfig/\d+/change/$"))
+
+    # Our admin.css sizes the redirect URL box and lines up the checklist.
+    expect(page.locator("#redirect-url")).not_to_have_css("max-width", "none")
+    expect(page.locator(".setup-checklist")).to_have_css("margin-left", "0px")
+    moderate = page.get_by_label("Moderate Members")
+    expect(moderate).not_to_be_checked()
+    moderate.check()
+    page.get_by_label("Manage Channels").uncheck()
+    shot(page, "05-admin-change-page")
+    page.click("input[name=_continue]")
+    page.wait_for_url(re.compile(r"/admin/connectors/connectorconfig/\d+/change/$"))
+    expect(page.locator("ul.messagelist li.success")).to_contain_text("successfully")
+    expect(page.get_by_label("Moderate Members")).to_be_checked()
+    expect(page.get_by_label("Manage Channels")).not_to_be_checked()
+    permissions = int(config_values(SERVICE_ID)["permissions"])
+    assert permissions & 1 << 40 and not permissions & 1 << 4
+
+    page.get_by_role("button", name="Test credentials").click()
+    page.wait_for_url(re.compile(r"/test-credentials/$"))
+    expect(page.locator("#credential-checks tbody tr").first).to_be_visible()
+    # admin.css stretches the table across its box.
+    page.wait_for_function(
+        "() => { const t = document.getElementById('credential-checks');"
+        " return t.offsetWidth >= t.parentElement.clientWidth - 1; }"
+    )
+    shot(page, "06-admin-test-credentials")
+
+
+def test_logging_in_on_the_way_to_connect_goes_on_to_discord(site, standin, page, django_user_model):
+    """The login form's redirect chain ends at Discord's consent page on another origin."""
+    from playwright.sync_api import expect
+
+    django_user_model.objects.create_user("lena", password="pw-lena-123")
+    page.goto(f"{site}/auth/discord/connect")
+    page.wait_for_url(re.compile(r"/accounts/login/\?next="))
+    page.fill("input[name=username]", "lena")
+    page.fill("input[name=password]", "pw-lena-123")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(re.compile("^" + re.escape(standin.authorize_url)))
+    expect(page.get_by_role("button", name="Authorize")).to_be_visible()
+
+
+def test_our_error_pages_are_styled_under_the_policy(site, standin, page, django_user_model, monkeypatch):
+    from playwright.sync_api import expect
+
+    django_user_model.objects.create_user("erin", password="pw-erin-123")
+    log_in(page, site, "erin", "pw-erin-123")
+
+    answer = page.goto(f"{site}/no/such/page/")
+    assert answer.status == 404
+    expect(page.get_by_role("heading", name="Page not found")).to_be_visible()
+    expect(page.locator("header")).to_have_css("background-color", "rgb(255, 255, 255)")
+    shot(page, "07-error-404")
+
+    config_update(service_id=SERVICE_ID, clear=["clientSecret"])
+    page.goto(f"{site}/accounts/")
+    page.get_by_role("link", name="Connect account").click()
+    expect(page.get_by_role("heading", name="Discord is not set up yet")).to_be_visible()
+    expect(page.locator(".card")).to_have_css("border-radius", "8px")
+    shot(page, "08-error-503-not-configured")
+
+    page.goto(f"{site}/accounts/")
+    page.context.clear_cookies(name="csrftoken")
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("heading", name="This form has expired")).to_be_visible()
+    shot(page, "09-error-403-csrf")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("forced failure for the 500 page")
+
+    monkeypatch.setattr("connectors.views.pause_notices", broken)
+    answer = page.goto(f"{site}/accounts/")
+    assert answer.status == 500
+    expect(page.get_by_role("heading", name="Something went wrong")).to_be_visible()
+    expect(page.locator(".card")).to_have_css("border-radius", "8px")
+    shot(page, "10-error-500")

@@ -27,6 +27,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 
 from connectors.models import ConnectedAccount
+from tests.helpers import assert_strict_policies
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "backoffice.example.com"
@@ -170,8 +171,14 @@ def test_static_files_are_served_by_whitenoise_with_hashed_names(gunicorn):
     plain = requests.get(base + "/static/admin/css/base.css", headers=PROXY, timeout=10)
     assert plain.status_code == 200
 
+    # Our own pages' CSS, a static file for the Content-Security-Policy's sake.
+    ours = Browser(base).get("/accounts/login/")
+    site_css = re.search(r'href="(/static/connectors/site\.[0-9a-f]{12}\.css)"', ours.text)
+    assert site_css, ours.text
+    assert requests.get(base + site_css.group(1), headers=PROXY, timeout=10).status_code == 200
 
-def test_security_headers_and_https_redirect(gunicorn):
+
+def test_security_headers_and_https_redirect(gunicorn, standin):
     base, _, _ = gunicorn
     page = Browser(base).get("/accounts/login/")
     assert page.status_code == 200
@@ -179,6 +186,8 @@ def test_security_headers_and_https_redirect(gunicorn):
     assert page.headers["X-Frame-Options"] == "DENY"
     assert page.headers["Referrer-Policy"] == "same-origin"
     assert page.headers["X-Content-Type-Options"] == "nosniff"
+    csp = assert_strict_policies(page)
+    assert csp["form-action"] == ["'self'", urlsplit(standin.authorize_url)._replace(path="").geturl()]
 
     plain = requests.get(
         base + "/accounts/login/", headers={"Host": HOST}, allow_redirects=False, timeout=10
