@@ -8,12 +8,14 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 import requests
+from django import forms
+from django.contrib.auth.models import Permission
 from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
 from connectors.models import ConnectedAccount, ConnectorConfig, ConnectorValue
-from tests.conftest import SERVICE_ID
+from tests.conftest import BOT_TOKEN, CLIENT_ID, CLIENT_SECRET, SERVICE_ID
 
 
 def raw_values():
@@ -175,3 +177,55 @@ class FakeClock:
     def sleep(self, seconds):
         self.waits.append(seconds)
         self.now += seconds
+
+
+# The connector configuration's admin pages
+
+ADD = "/admin/connectors/connectorconfig/add/"
+# Text the admin shows on purpose (labels, help texts, the client ID in clear)
+# shares a few 5-character windows with the test secrets: "Client",
+# "secret", "token", digits of the client ID. Any other window of a secret
+# found in a page is a leak.
+SHOWN_ON_PURPOSE = (CLIENT_ID, "Client secret", "Reset Secret", "Bot token", "value")
+
+
+def windows(text, size=5):
+    return {text[i : i + size] for i in range(len(text) - size + 1)}
+
+
+def secret_windows(secret):
+    return {w for w in windows(secret) if not any(w in text for text in SHOWN_ON_PURPOSE)}
+
+
+def assert_no_secret(page):
+    """Neither secret, nor any 5 characters of one, is in the page."""
+    html = page.content.decode() if hasattr(page, "content") else page
+    for secret in (CLIENT_SECRET, BOT_TOKEN):
+        assert secret not in html
+        leaked = sorted(w for w in secret_windows(secret) if w in html)
+        assert not leaked, f"a page shows part of a secret: {leaked}"
+
+
+def form_data(page, **changes):
+    """What a browser posts for the page as rendered, with ``changes`` typed in.
+
+    Password inputs come back empty, as the page renders them; a change of
+    None leaves a field out (an unticked box).
+    """
+    form = page.context["adminform"].form
+    data = {}
+    for name, field in form.fields.items():
+        value = form[name].value()
+        if isinstance(field.widget, forms.PasswordInput):
+            value = ""
+        if value is None or value is False or value == []:
+            continue
+        data[name] = value
+    data.update(changes)
+    return {name: value for name, value in data.items() if value is not None}
+
+
+def grant(user, *codenames):
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="connectors", codename__in=codenames)
+    )

@@ -4,64 +4,26 @@ changes, what the pages never show, and who gets in."""
 import pytest
 import responses
 from cryptography.fernet import Fernet
-from django import forms
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.views.debug import SafeExceptionReporterFilter
 
 from connectors.config import config_keys_set, config_update, config_values
 from connectors.models import ConnectorConfig, ConnectorValue
 from tests.conftest import BOT_TOKEN, CLIENT_ID, CLIENT_SECRET, SERVICE_ID
-from tests.helpers import config_admin_url, raw_values
+from tests.helpers import (
+    ADD,
+    assert_no_secret,
+    config_admin_url,
+    form_data,
+    grant,
+    raw_values,
+    secret_windows,
+)
 
 CHANGELIST = "/admin/connectors/connectorconfig/"
-ADD = "/admin/connectors/connectorconfig/add/"
 REDIRECT_URL = "https://backoffice.example.com/auth/discord/callback"
 OTHER_CLIENT_ID = "876543210987654321"
-
-# Text the admin shows on purpose (labels, help texts, the client ID in clear)
-# shares a few 5-character windows with the test secrets: "Client",
-# "secret", "token", digits of the client ID. Any other window of a secret
-# found in a page is a leak.
-SHOWN_ON_PURPOSE = (CLIENT_ID, "Client secret", "Reset Secret", "Bot token", "value")
-
-
-def windows(text, size=5):
-    return {text[i : i + size] for i in range(len(text) - size + 1)}
-
-
-def secret_windows(secret):
-    return {w for w in windows(secret) if not any(w in text for text in SHOWN_ON_PURPOSE)}
-
-
-def assert_no_secret(page):
-    """Neither secret, nor any 5 characters of one, is in the page."""
-    html = page.content.decode() if hasattr(page, "content") else page
-    for secret in (CLIENT_SECRET, BOT_TOKEN):
-        assert secret not in html
-        leaked = sorted(w for w in secret_windows(secret) if w in html)
-        assert not leaked, f"a page shows part of a secret: {leaked}"
-
-
-def form_data(page, **changes):
-    """What a browser posts for the page as rendered, with ``changes`` typed in.
-
-    Password inputs come back empty, as the page renders them; a change of
-    None leaves a field out (an unticked box).
-    """
-    form = page.context["adminform"].form
-    data = {}
-    for name, field in form.fields.items():
-        value = form[name].value()
-        if isinstance(field.widget, forms.PasswordInput):
-            value = ""
-        if value is None or value is False or value == []:
-            continue
-        data[name] = value
-    data.update(changes)
-    return {name: value for name, value in data.items() if value is not None}
-
 
 def save(client, **changes):
     page = client.get(config_admin_url("change"))
@@ -92,12 +54,6 @@ def staff(db, django_user_model, client):
     user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
     client.force_login(user)
     return user
-
-
-def grant(user, *codenames):
-    user.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="connectors", codename__in=codenames)
-    )
 
 
 def test_the_secret_check_still_looks_at_most_of_each_secret():

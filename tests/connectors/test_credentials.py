@@ -14,8 +14,7 @@ from django.test import Client
 from connectors.discord.credentials import RETRY_HINT
 from connectors.registry import registry
 from tests.conftest import BOT_TOKEN, CLIENT_ID, CLIENT_SECRET, SERVICE_ID
-from tests.connectors.test_admin import assert_no_secret, grant
-from tests.helpers import config_admin_url
+from tests.helpers import assert_no_secret, config_admin_url, grant
 
 FIXTURES = Path(__file__).parent / "discord" / "fixtures"
 API = "https://discord.com/api/v10"

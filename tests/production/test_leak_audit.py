@@ -42,8 +42,7 @@ from connectors.exceptions import ConnectorError
 from connectors.models import ConnectedAccount, ConnectorConfig, ConnectorValue
 from connectors.tokens import fresh_access_token
 from tests.conftest import BOT_TOKEN, CLIENT_ID, CLIENT_SECRET, SERVICE_ID
-from tests.connectors.test_admin import ADD, form_data
-from tests.helpers import config_admin_url, decide, finish, start
+from tests.helpers import ADD, config_admin_url, decide, finish, form_data, start
 
 WINDOW = 8
 SHOWN_ON_PURPOSE = (CLIENT_ID,)
