@@ -138,7 +138,10 @@ if DISCORD_EMULATOR:
 # with DEBUG on Django answers those with its technical pages (no view of
 # ours returns one itself). With DEBUG off our 404.html and 500.html answer
 # them, with the policy.
-DISCORD_CDN_URL = "https://cdn.discordapp.com"  # the avatars on the accounts page
+# Where avatars on the accounts page come from; the stand-in serves its own.
+DISCORD_CDN_URL = env.str("DISCORD_CDN_URL", default="https://cdn.discordapp.com").rstrip("/")
+if DISCORD_EMULATOR:
+    DISCORD_CDN_URL = _standin
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],

@@ -75,10 +75,12 @@ import json
 import math
 import secrets
 import socket
+import struct
 import sys
 import threading
 import time
 import traceback
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http import HTTPStatus
@@ -109,6 +111,15 @@ KNOWN_SCOPES = frozenset(
     }
 )
 GUILD_PICKING_SCOPES = frozenset({"bot", "webhook.incoming"})
+# What the consent page says a scope allows, as Discord's does.
+SCOPE_WORDS = {
+    "identify": "Access your username, avatar, and banner",
+    "email": "Access your email address",
+    "guilds": "Know what servers you're in",
+    "bot": "Add a bot to a server",
+    "applications.commands": "Use application commands",
+    "webhook.incoming": "Post messages to a channel through a webhook",
+}
 CLIENT_CREDENTIALS_SCOPES = frozenset(
     {"identify", "email", "guilds", "connections", "applications.commands.update",
      "applications.commands.permissions.update", "applications.entitlements"}
@@ -269,14 +280,34 @@ def invalid_grant(name: str) -> Answer:
     return oauth_error(400, "invalid_grant", f'Invalid "{name}" in request.')
 
 
+STANDIN_CSS = (
+    "body{font-family:system-ui,sans-serif;background:#313338;color:#dbdee1;margin:0;padding:2rem 1rem}"
+    ".banner{max-width:28rem;margin:0 auto 1rem;background:#fee;color:#600;border:1px solid #c00;"
+    "border-radius:6px;padding:.5rem .75rem;font-size:.9rem}"
+    ".card{max-width:28rem;margin:0 auto;background:#2b2d31;border-radius:8px;padding:1.5rem;"
+    "box-shadow:0 2px 10px rgba(0,0,0,.3)}"
+    "h1{font-size:1.25rem;color:#f2f3f5;margin:0 0 .25rem}.muted{color:#949ba4;font-size:.875rem}"
+    ".app{display:flex;gap:.75rem;align-items:center;margin-bottom:1rem}"
+    ".logo{width:48px;height:48px;border-radius:50%;background:#5865f2;color:#fff;display:flex;"
+    "align-items:center;justify-content:center;font-weight:700;font-size:1.25rem}"
+    "ul.scopes{list-style:none;padding:0;margin:.5rem 0 1rem}ul.scopes li{padding:.4rem 0;"
+    "border-bottom:1px solid #3f4147}ul.scopes li:before{content:'\\2713  ';color:#23a55a}"
+    "label{display:block;font-size:.75rem;text-transform:uppercase;font-weight:700;color:#b5bac1;"
+    "margin:.5rem 0 .25rem}select{width:100%;padding:.5rem;background:#1e1f22;color:#dbdee1;"
+    "border:0;border-radius:4px}.actions{display:flex;justify-content:flex-end;gap:.5rem;"
+    "margin-top:1.25rem}button{border:0;border-radius:4px;padding:.6rem 1.25rem;font-size:.9rem;"
+    "cursor:pointer}button[value=authorize]{background:#5865f2;color:#fff}"
+    "button[value=cancel]{background:transparent;color:#dbdee1}"
+)
+
+
 def html_answer(status: int, title: str, body_html: str) -> Answer:
     page = (
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{html.escape(title)} | Local Discord stand-in (not Discord)</title>"
-        "<style>body{font-family:sans-serif;max-width:36rem;margin:2rem auto}"
-        ".banner{background:#fee;border:1px solid #c00;padding:.5rem}</style></head><body>"
+        f"<style>{STANDIN_CSS}</style></head><body>"
         "<p class=\"banner\">Local Discord stand-in for development and tests. This is not Discord.</p>"
-        f"<h1>{html.escape(title)}</h1>{body_html}</body></html>"
+        f"<div class=\"card\"><h1>{html.escape(title)}</h1>{body_html}</div></body></html>"
     )
     return Answer(status, page.encode(), "text/html; charset=utf-8")
 
@@ -668,6 +699,21 @@ class StandIn:
             time.sleep(answer.send_after)
         return answer
 
+    def _avatar(self, request: Request) -> Answer | None:
+        """Avatars as Discord's CDN serves them (/avatars/<user>/<hash>.png, /embed/avatars/<n>.png).
+
+        Each is a plain square in a colour taken from its path, so the pages
+        show a picture offline and tell users apart.
+        """
+        path = request.path
+        if request.method != "GET" or not path.endswith(".png"):
+            return None
+        if not (path.startswith("/avatars/") or path.startswith("/embed/avatars/")):
+            return None
+        digest = hashlib.sha1(path.encode()).digest()
+        return Answer(200, _png_square(64, (88 + digest[0] % 120, 80 + digest[1] % 120, 160 + digest[2] % 90)),
+                      "image/png")
+
     def _answer(self, request: Request, kind: str | None) -> Answer:
         with self._lock:
             status = self._take(self._faults, kind)
@@ -675,7 +721,7 @@ class StandIn:
             return message_answer(status)
         methods = self._routes.get(request.path)
         if methods is None:
-            return message_answer(404)
+            return self._avatar(request) or message_answer(404)
         handler = methods.get(request.method)
         if handler is None:
             answer = message_answer(405)
@@ -811,19 +857,19 @@ class StandIn:
             f'<input type="hidden" name="{esc(k)}" value="{esc(v)}">'
             for k, v in params.items() if k != "action" and not (picks_guild and k == "guild_id")
         )
-        scope_items = "".join(f"<li>{esc(s)}</li>" for s in scopes)
+        scope_items = "".join(f"<li>{esc(SCOPE_WORDS.get(s, s))}</li>" for s in scopes)
         parts = [
-            f"<p>Application <strong>{esc(self.app.name)}</strong> (client id {esc(self.app.client_id)})"
-            f" wants access to your account.</p>",
-            f"<p>Logged in as <strong>{esc(user.global_name or user.username)}</strong>"
-            f" (@{esc(user.username)}, id {esc(user.id)}).</p>",
-            f"<p>Scopes:</p><ul>{scope_items}</ul>",
+            f'<div class="app"><div class="logo">{esc(self.app.name[:1])}</div><div>'
+            f"<strong>{esc(self.app.name)}</strong> wants to access your account"
+            f'<div class="muted">Signed in as {esc(user.global_name or user.username)} '
+            f"(@{esc(user.username)}) · application id {esc(self.app.client_id)}</div></div></div>",
+            f'<div class="muted">This will allow the application to:</div><ul class="scopes">{scope_items}</ul>',
             f'<form method="post" action="/oauth2/authorize">{hidden}',
         ]
         if picks_guild:
             parts.append(self._guild_select_html(params, user))
-        parts.append('<button name="action" value="authorize">Authorize</button> '
-                     '<button name="action" value="cancel">Cancel</button></form>')
+        parts.append('<div class="actions"><button name="action" value="cancel">Cancel</button>'
+                     '<button name="action" value="authorize">Authorize</button></div></form>')
         return "".join(parts)
 
     def _guild_select_html(self, params: dict[str, str], user: User) -> str:
@@ -838,7 +884,7 @@ class StandIn:
             f'<option value="{esc(g.id)}"{" selected" if g.id == chosen else ""}>{esc(g.name)}</option>'
             for g in guilds
         )
-        return f'<p><label>Add to server <select name="guild_id">{options}</select></label></p>'
+        return f'<label for="guild_id">Add to server</label><select id="guild_id" name="guild_id">{options}</select>'
 
     def _authorize_decide(self, request: Request) -> Answer:
         params = request.form() if request.method == "POST" else request.query
@@ -1251,6 +1297,17 @@ def _kind_of(request: Request) -> str | None:
         "/oauth2/@me": "oauth2_me",
         "/oauth2/applications/@me": "applications_me",
     }.get(tail)
+
+
+def _png_square(size: int, rgb: tuple[int, int, int]) -> bytes:
+    """A PNG of one colour, made with the standard library."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" + bytes(rgb) * size
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(row * size)) + chunk(b"IEND", b""))
 
 
 def _decode_basic(value: str) -> tuple[str, str] | None:

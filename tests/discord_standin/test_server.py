@@ -690,3 +690,23 @@ def test_clear_faults_drops_every_queued_fault(sd, http):
     started = time.monotonic()
     assert refresh(sd, http, first["refresh_token"]).status_code == 200
     assert time.monotonic() - started < 1
+
+
+def test_the_consent_page_reads_like_one_and_says_it_is_not_discord(sd, http):
+    page = http.get(sd.authorize_url, params=authorize_query(scope="identify bot")).text
+
+    assert "This is not Discord." in page
+    assert f"{sd.app.name}</strong> wants to access your account" in page
+    assert "Access your username, avatar, and banner" in page and "Add a bot to a server" in page
+    assert '<select id="guild_id" name="guild_id">' in page
+    assert 'value="authorize">Authorize</button>' in page and 'value="cancel">Cancel</button>' in page
+
+
+@pytest.mark.parametrize("path", ["/avatars/100000000000000003/a1b2c3.png", "/embed/avatars/3.png"])
+def test_avatars_are_served_as_the_cdn_serves_them(sd, http, path):
+    answer = http.get(sd.base_url + path)
+
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"] == "image/png"
+    assert answer.content.startswith(b"\x89PNG\r\n\x1a\n")
+    assert http.get(sd.base_url + "/avatars/nothing-here").status_code == 404
