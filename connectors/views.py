@@ -84,7 +84,7 @@ def signup(request):
         user = form.save()
         # Named, since axes's backend comes first and no password was checked here.
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        messages.success(request, f"Welcome, {user.get_username()}: your account is ready.")
+        messages.success(request, f"Welcome, {user.get_username()}: you are signed in.")
         return redirect("accounts")
     return render(request, "registration/signup.html", {"form": form})
 
