@@ -185,6 +185,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "connectors.middleware.BoundedWaits",
     "connectors.middleware.UnreadableConfiguration",
+    "connectors.middleware.NotAllowedPage",
 ]
 
 ROOT_URLCONF = "backoffice.urls"
@@ -270,6 +271,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "accounts"
 LOGOUT_REDIRECT_URL = "login"
+# End users may create their own login at /accounts/signup/ (404 while off).
+SIGNUP_ENABLED = env.bool("SIGNUP_ENABLED", default=False)
 
 # Error reports, the DEBUG page included, hide every stored secret and every
 # token: by variable name, by content, and in the request's parameters.

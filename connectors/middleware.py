@@ -1,5 +1,6 @@
 """What every web request shares: a bound on waiting for a provider, our pages for what
-cannot be helped, and the Content-Security-Policy and Permissions-Policy headers."""
+cannot be helped (a rate limit, an unreadable configuration, a wrong method), and the
+Content-Security-Policy and Permissions-Policy headers."""
 
 import logging
 from urllib.parse import urlsplit
@@ -66,6 +67,22 @@ class UnreadableConfiguration:
             return None
         logger.error("connectors.E001: %s (%s)", UNREADABLE_MESSAGE, request.path)
         return render(request, "connectors/unreadable.html", status=503)
+
+
+class NotAllowedPage:
+    """Our 405 page where Django answers a wrong method with an empty body
+    (require_POST: a GET on a Disconnect address), the Allow header kept."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if response.status_code != 405 or response.streaming or response.content:
+            return response
+        page = render(request, "405.html", status=405)
+        page["Allow"] = response.get("Allow", "")
+        return page
 
 
 # Powerful browser features no page of ours uses: none may use them, not even

@@ -1,4 +1,3 @@
-from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.generic import RedirectView
 
@@ -6,8 +5,9 @@ from . import views
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="accounts"), name="home"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/login/", views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", views.LogoutView.as_view(), name="logout"),
+    path("accounts/signup/", views.signup, name="signup"),
     path("accounts/", views.accounts, name="accounts"),
     path("accounts/<int:pk>/disconnect", views.disconnect, name="account-disconnect"),
     path("auth/<slug:provider>/connect", views.connect, name="oauth-connect"),

@@ -1,4 +1,4 @@
-"""The end user's pages: accounts list, connect, callback, disconnect.
+"""The end user's pages: sign-up, log in and out, accounts list, connect, callback, disconnect.
 
 Thin: each view calls one function of ``flow`` or ``accounts`` and turns the
 typed errors it raises into a page or a message.
@@ -6,22 +6,29 @@ typed errors it raises into a page or a message.
 
 import logging
 
+from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import UserCreationForm
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from .accounts import account_disconnect
 from .breaker import pause_notices
+from .config import config_keys_set
 from .exceptions import (
     AccessDenied,
     FlowError,
     NotConfigured,
     ProviderError,
     RateLimited,
+    StateMismatch,
     UnknownConnector,
 )
 from .flow import flow_finish, flow_start
@@ -48,6 +55,45 @@ def _on_site(request, url):
     return None
 
 
+class LoginView(auth_views.LoginView):
+    """Django's, linking to the sign-up page when SIGNUP_ENABLED is on."""
+
+    def get_context_data(self, **kwargs):
+        return {**super().get_context_data(**kwargs), "signup_enabled": settings.SIGNUP_ENABLED}
+
+
+class LogoutView(auth_views.LogoutView):
+    """Django's, and the login page it leads to says so."""
+
+    def post(self, request, *args, **kwargs):
+        response = super().post(request, *args, **kwargs)
+        messages.info(request, "You are signed out.")
+        return response
+
+
+@sensitive_post_parameters("password1", "password2")
+@require_http_methods(["GET", "POST"])
+def signup(request):
+    """Django's UserCreationForm, when the operator turned SIGNUP_ENABLED on."""
+    if not settings.SIGNUP_ENABLED:
+        raise Http404("Sign-up is off.")
+    if request.user.is_authenticated:
+        return redirect("accounts")
+    form = UserCreationForm(request.POST if request.method == "POST" else None)
+    if form.is_valid():
+        user = form.save()
+        # Named, since axes's backend comes first and no password was checked here.
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, f"Welcome, {user.get_username()}: you are signed in.")
+        return redirect("accounts")
+    return render(request, "registration/signup.html", {"form": form})
+
+
+def _ready(connector):
+    """Whether the flow's keys are stored: read without decrypting any."""
+    return set(connector.flow_keys) <= config_keys_set(connector.service_id)
+
+
 @login_required
 @require_GET
 def accounts(request):
@@ -56,10 +102,16 @@ def accounts(request):
         .defer("access_token", "refresh_token")
         .prefetch_related("servers")
     )
+    connectors = list(registry)
     return render(
         request,
         "connectors/accounts.html",
-        {"accounts": connected, "connectors": list(registry), "notices": pause_notices()},
+        {
+            "accounts": connected,
+            "connectors": connectors,
+            "ready": {c.provider for c in connectors if _ready(c)},
+            "notices": pause_notices(),
+        },
     )
 
 
@@ -71,12 +123,7 @@ def connect(request, provider):
     try:
         url = flow_start(request.session, connector=connector, next_url=next_url)
     except NotConfigured as error:
-        return render(
-            request,
-            "connectors/not_configured.html",
-            {"connector": connector, "message": str(error)},
-            status=503,
-        )
+        return _not_configured(request, connector, error)
     logger.info("flow started: %s for user %s", connector.name, request.user.pk)
     return redirect(url)
 
@@ -94,11 +141,21 @@ def callback(request, provider):
         return _flow_page(request, connector, error, title="Nothing was connected", status=200)
     except FlowError as error:
         logger.warning("flow refused for user %s: %s", request.user.pk, error)
-        return _flow_page(request, connector, error, title="This link cannot be used", status=400)
+        return _flow_page(
+            request,
+            connector,
+            error,
+            title="This link cannot be used",
+            status=400,
+            # Most often the consent sent again after it succeeded: say what holds.
+            connected=_connected(request.user, connector) if isinstance(error, StateMismatch) else None,
+        )
     except RateLimited as error:
         logger.warning("flow failed for user %s: %s", request.user.pk, error)
         return busy_response(request, error, connector=connector)
-    except (ProviderError, NotConfigured) as error:
+    except NotConfigured as error:
+        return _not_configured(request, connector, error)
+    except ProviderError as error:
         logger.warning("flow failed for user %s: %s", request.user.pk, error)
         return _flow_page(
             request, connector, error, title=f"{connector.name} could not connect", status=502
@@ -118,13 +175,28 @@ def callback(request, provider):
     return redirect(_on_site(request, next_url) or reverse("accounts"))
 
 
-def _flow_page(request, connector, error, *, title, status):
+def _flow_page(request, connector, error, *, title, status, connected=None):
     return render(
         request,
         "connectors/flow_result.html",
-        {"connector": connector, "title": title, "message": str(error)},
+        {"connector": connector, "title": title, "message": str(error), "connected": connected},
         status=status,
     )
+
+
+def _connected(user, connector):
+    """The user's newest account of this connector, if any."""
+    return (
+        ConnectedAccount.objects.filter(user=user, service_id=connector.service_id)
+        .defer("access_token", "refresh_token")
+        .first()
+    )
+
+
+def _not_configured(request, connector, error):
+    """Our 503 page for the person; which keys are missing goes to the log, for the operator."""
+    logger.warning("flow refused for user %s: %s", request.user.pk, error)
+    return render(request, "connectors/not_configured.html", {"connector": connector}, status=503)
 
 
 @login_required

@@ -268,7 +268,11 @@ def test_our_error_pages_are_styled_under_the_policy(site, standin, page, django
 
     config_update(service_id=SERVICE_ID, clear=["clientSecret"])
     page.goto(f"{site}/accounts/")
-    page.get_by_role("link", name="Connect account").click()
+    expect(page.get_by_text("the operator of this site has not set it up")).to_be_visible()
+    expect(page.get_by_role("link", name="Connect account")).to_have_count(0)
+    shot(page, "08-accounts-not-configured")
+    answer = page.goto(f"{site}/auth/discord/connect")
+    assert answer.status == 503
     expect(page.get_by_role("heading", name="Discord is not set up yet")).to_be_visible()
     expect(page.locator(".card")).to_have_css("border-radius", "8px")
     shot(page, "08-error-503-not-configured")
@@ -288,3 +292,30 @@ def test_our_error_pages_are_styled_under_the_policy(site, standin, page, django
     expect(page.get_by_role("heading", name="Something went wrong")).to_be_visible()
     expect(page.locator(".card")).to_have_css("border-radius", "8px")
     shot(page, "10-error-500")
+
+
+def test_a_newcomer_signs_up_opens_a_disconnect_address_and_signs_out(site, page, settings):
+    from playwright.sync_api import expect
+
+    settings.SIGNUP_ENABLED = True
+    page.goto(f"{site}/accounts/login/")
+    page.get_by_role("link", name="Sign up").click()
+    page.fill("input[name=username]", "newt")
+    page.fill("input[name=password1]", "a-long-pass-phrase-42")
+    page.fill("input[name=password2]", "a-long-pass-phrase-42")
+    shot(page, "11-sign-up")
+    page.get_by_role("button", name="Sign up").click()
+    page.wait_for_url(f"{site}/accounts/")
+    expect(page.get_by_text("Welcome, newt")).to_be_visible()
+
+    answer = page.goto(f"{site}/accounts/1/disconnect")
+    assert answer.status == 405
+    expect(page.get_by_role("heading", name="This address is not a page")).to_be_visible()
+    expect(page.locator(".card")).to_have_css("border-radius", "8px")
+    shot(page, "12-error-405")
+
+    page.get_by_role("link", name="Your accounts").click()
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url(f"{site}/accounts/login/")
+    expect(page.get_by_text("You are signed out.")).to_be_visible()
+    shot(page, "13-signed-out")
