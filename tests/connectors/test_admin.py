@@ -74,8 +74,14 @@ def test_the_list_shows_each_service_which_keys_are_set_and_when_it_changed(admi
     assert SERVICE_ID in html
     assert "✓ clientId" in html and "✓ clientSecret" in html
     assert "✗ botToken" in html
-    assert "✗ scopes (default)" in html
+    # A key with a default counts as set: the default applies.
+    assert "✓ scopes (default)" in html and "✓ permissions (default)" in html
     assert "Last changed" in html
+    # Readable, to the minute, no microseconds.
+    changed = ConnectorConfig.objects.get(service_id=SERVICE_ID).updated_at
+    assert f"{changed:%Y-%m-%d %H:%M} UTC" in html and f"{changed:%S.%f}" not in html
+    # The list loads the stylesheet that keeps each mark beside its key.
+    assert "connectors/admin.css" in html
     assert 'id="searchbar"' not in html
     assert_no_secret(html)
 
