@@ -1,4 +1,5 @@
 import logging
+from datetime import UTC
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
@@ -9,6 +10,7 @@ from django.urls import path, reverse
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
+from django.utils.text import Truncator
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
@@ -35,11 +37,15 @@ class ConnectorConfigAdmin(admin.ModelAdmin):
     the model's own ``save()`` is never called from here.
     """
 
-    list_display = ("service_id", "connector_name", "keys_set", "last_changed")
-    list_display_links = ("service_id",)
+    # Fits 1280 px beside the admin's menu: the connector's name sits under its id.
+    list_display = ("service", "keys_set", "last_changed")
+    list_display_links = ("service",)
     # No search: the values are encrypted, and a search on them would have to
     # decrypt every row and compare secrets with what was typed.
     search_fields = ()
+
+    class Media:
+        css = {"all": ["connectors/admin.css"]}
 
     # The list
 
@@ -53,12 +59,13 @@ class ConnectorConfigAdmin(admin.ModelAdmin):
             )
         )
 
-    @admin.display(description="Connector")
-    def connector_name(self, obj):
+    @admin.display(description="Service ID", ordering="service_id")
+    def service(self, obj):
         try:
-            return registry.get(obj.service_id).name
+            name = registry.get(obj.service_id).name
         except UnknownConnector:
-            return "Not registered"
+            name = "Not registered"
+        return format_html('{}<br><span class="quiet">{}</span>', obj.service_id, name)
 
     @admin.display(description="Keys set")
     def keys_set(self, obj):
@@ -74,16 +81,18 @@ class ConnectorConfigAdmin(admin.ModelAdmin):
             if key in stored:
                 return "set", "✓", key, ""
             if key in defaults:
-                return "not set: the default applies", "✗", key, " (default)"
+                # A key with a default is usable as it is: the default applies.
+                return "the default applies", "✓", key, " (default)"
             return "not set", "✗", key, ""
 
+        # One line: the column's cells keep each mark beside its key (admin.css).
         return format_html_join(
             "\u2003", '<span title="{}">{} {}{}</span>', (state(key) for key in keys)
         )
 
     @admin.display(description="Last changed", ordering="updated_at")
     def last_changed(self, obj):
-        return obj.updated_at
+        return f"{obj.updated_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
     # The add and change pages
 
@@ -308,10 +317,15 @@ class AccountServerInline(admin.TabularInline):
     model = AccountServer
     extra = 0
     can_delete = False
-    fields = readonly_fields = ("server_id", "name", "permissions", "permissions_source", "added_at")
+    fields = readonly_fields = ("server_id", "name", "bot_permissions", "permissions_source", "added_at")
 
     def has_add_permission(self, request, obj=None):
         return False
+
+    @admin.display(description="Bot permissions")
+    def bot_permissions(self, obj):
+        """Named by the account's connector; the raw value when it names nothing."""
+        return ", ".join(obj.permission_names) or obj.permissions or "none"
 
 
 class ServiceFilter(admin.SimpleListFilter):
@@ -337,7 +351,11 @@ class ConnectedAccountAdmin(admin.ModelAdmin):
     functions as the rest of the code (refresh, check, disconnect).
     """
 
-    list_display = ("__str__", "user", "uid", "username", "status", "expires_at", "last_error", "created_at")
+    # Fits 1280 px beside the admin's menu and the filters: the name, username
+    # and uid share one column, dates are short, the last error is cut short
+    # (whole on hover and on the account's page, with when it was connected).
+    list_display = ("account", "user", "status", "expires", "error")
+    list_display_links = ("account",)
     list_filter = ("status", ServiceFilter)
     search_fields = ("user__username", "user__email", "uid", "username", "display_name")
     list_select_related = ("user",)
@@ -348,7 +366,29 @@ class ConnectedAccountAdmin(admin.ModelAdmin):
         "last_error", "last_error_at", "refreshed_at", "created_at", "updated_at",
     )
     inlines = [AccountServerInline]
+
+    class Media:
+        css = {"all": ["connectors/admin.css"]}
     actions = ["refresh_now", "check_grant", "revoke_and_delete"]
+
+    @admin.display(description="Account", ordering="display_name")
+    def account(self, obj):
+        return format_html(
+            '{}<br><span class="quiet">@{}<br>{}</span>',
+            obj.display_name or obj.username or obj.uid, obj.username, obj.uid,
+        )
+
+    @admin.display(description="Expires", ordering="expires_at")
+    def expires(self, obj):
+        return f"{obj.expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if obj.expires_at else "never"
+
+    @admin.display(description="Last error", ordering="last_error_at")
+    def error(self, obj):
+        if not obj.last_error:
+            return ""
+        return format_html(
+            '<span title="{}">{}</span>', obj.last_error, Truncator(obj.last_error).chars(32)
+        )
 
     def get_queryset(self, request):
         # Drawing a list must not decrypt a single token.

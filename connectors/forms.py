@@ -138,7 +138,9 @@ class ConnectorConfigForm(forms.ModelForm):
             config_normalise(service_id=self.connector.service_id, values=values)
         except InvalidConfiguration as error:
             for key, message in error.errors.items():
-                self.add_error(key, ValidationError(f"{key}: {message}", code="invalid"))
+                # The label the operator sees beside the box, not the stored key.
+                label = next((f.label for f in self.connector.fields if f.key == key), key)
+                self.add_error(key, ValidationError(f"{label}: {message}", code="invalid"))
         self.config_changes = {"values": values, "clear": clear}
         return cleaned_data
 

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 
+from .exceptions import UnknownConnector
 from .fields import EncryptedTextField
 from .registry import registry
 
@@ -128,6 +129,14 @@ class AccountServer(models.Model):
 
     def __str__(self):
         return self.name or self.server_id
+
+    @property
+    def permission_names(self):
+        """What the bot may do here, as the account's connector names it (empty if it names nothing)."""
+        try:
+            return self.account.connector.describe_permissions(self.permissions)
+        except UnknownConnector:
+            return []
 
 
 def rows_by_pk(queryset, fields, *, batch_size):

@@ -82,6 +82,15 @@ class Connector:
         """Prove the stored values against the provider; a list of CheckResult."""
         raise NotImplementedError
 
+    def describe_permissions(self, value):
+        """The names of what a stored permission value allows, for people to read.
+
+        ``value`` is what the connector stored for a server (a string). The
+        default names nothing: pages then show the raw value. A connector whose
+        provider names its permissions returns those names, in its own order.
+        """
+        return []
+
 
 @dataclass
 class Registry:

@@ -7,7 +7,7 @@ from connectors.exceptions import ProviderError
 from connectors.registry import ConfigField, Connector
 
 from . import client, credentials
-from .permissions import DEFAULT_PERMISSIONS, DEFAULT_SCOPES, PERMISSIONS
+from .permissions import DEFAULT_PERMISSIONS, DEFAULT_SCOPES, PERMISSIONS, permission_names
 from .validators import (
     SNOWFLAKE,
     clean_bot_token,
@@ -123,6 +123,9 @@ class DiscordConnector(Connector):
 
     def check_credentials(self, values):
         return credentials.credentials_check(connector=self, values=values)
+
+    def describe_permissions(self, value):
+        return permission_names(value)
 
     # The values without which no flow can start.
     flow_keys = ("clientId", "clientSecret")

@@ -29,6 +29,29 @@ PERMISSIONS = (
     ("Create Events", 1 << 44),
 )
 
+# Named only to be read back: a server's role may hold bits the form does not offer.
+OTHER_PERMISSIONS = (
+    ("Kick Members", 1 << 1),
+    ("Ban Members", 1 << 2),
+    ("Administrator", 1 << 3),
+    ("Manage Server", 1 << 5),
+    ("View Audit Log", 1 << 7),
+    ("Connect", 1 << 20),
+    ("Speak", 1 << 21),
+)
+
+
+def permission_names(value):
+    """The names of the bits set in ``value`` (digits), in Discord's order; unnamed bits by number."""
+    if not isinstance(value, str) or not value.isdigit():
+        return []
+    bits = int(value)
+    named = dict((bit, name) for name, bit in PERMISSIONS + OTHER_PERMISSIONS)
+    return [
+        named.get(1 << n, f"bit {n}") for n in range(bits.bit_length()) if bits & (1 << n)
+    ]
+
+
 DEFAULT_PERMISSIONS = sum(
     bit
     for name, bit in PERMISSIONS

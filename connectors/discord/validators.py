@@ -18,8 +18,8 @@ WHITESPACE = re.compile(r"\s")
 def clean_snowflake(value):
     if not SNOWFLAKE.fullmatch(value):
         raise ValidationError(
-            "must be a Discord application ID: 17 to 20 digits, as shown under "
-            "General Information in the Developer Portal."
+            "must be a Discord application ID: 17 to 20 digits, the Client ID "
+            "shown on the Developer Portal's OAuth2 page."
         )
     return value
 

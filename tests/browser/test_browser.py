@@ -118,7 +118,7 @@ def test_operator_saves_the_discord_credentials_in_the_admin(site, standin, page
 
     page.get_by_role("link", name=re.compile(r"Connector configurations", re.I)).first.click()
     page.wait_for_url(re.compile(r"/admin/connectors/connectorconfig/$"))
-    existing = page.get_by_role("link", name=SERVICE_ID, exact=True)
+    existing = page.locator("#result_list th a", has_text=SERVICE_ID)
     if existing.count():
         existing.first.click()
         page.wait_for_url(re.compile(r"/admin/connectors/connectorconfig/\d+/change/$"))
@@ -210,7 +210,7 @@ def test_operator_changes_the_bot_permissions_and_tests_the_credentials(site, st
     log_in(page, site, "otto", "pw-otto-123")
     page.get_by_role("link", name="Admin").click()
     page.get_by_role("link", name=re.compile(r"Connector configurations", re.I)).first.click()
-    page.get_by_role("link", name=SERVICE_ID, exact=True).click()
+    page.locator("#result_list th a", has_text=SERVICE_ID).click()
     page.wait_for_url(re.compile(r"/admin/connectors/connectorconfig/\d+/change/$"))
 
     # Our admin.css sizes the redirect URL box and lines up the checklist.
@@ -220,6 +220,11 @@ def test_operator_changes_the_bot_permissions_and_tests_the_credentials(site, st
     expect(moderate).not_to_be_checked()
     moderate.check()
     page.get_by_label("Manage Channels").uncheck()
+    # The Test credentials block sits below the floated form, its heading one line
+    # tall (it once stretched up behind the form, showing as blue bands).
+    heading = page.locator("#test-credentials h2").bounding_box()
+    form = page.locator("#connectorconfig_form").bounding_box()
+    assert heading["height"] < 60 and heading["y"] >= form["y"] + form["height"]
     shot(page, "05-admin-change-page")
     page.click("input[name=_continue]")
     page.wait_for_url(re.compile(r"/admin/connectors/connectorconfig/\d+/change/$"))
@@ -238,6 +243,50 @@ def test_operator_changes_the_bot_permissions_and_tests_the_credentials(site, st
         " return t.offsetWidth >= t.parentElement.clientWidth - 1; }"
     )
     shot(page, "06-admin-test-credentials")
+
+
+def fits(page):
+    """Nothing is wider than the 1280 px window, nor the list than its box (which would scroll)."""
+    return page.evaluate(
+        "() => [document.documentElement, ...document.querySelectorAll('#changelist .results')]"
+        ".every(box => box.scrollWidth <= box.clientWidth)"
+    )
+
+
+def test_operator_reads_the_lists_and_an_account_at_1280_px(site, standin, page, django_user_model):
+    from playwright.sync_api import expect
+
+    django_user_model.objects.create_superuser("olga", "olga@example.com", "pw-olga-123")
+    log_in(page, site, "olga", "pw-olga-123")
+    # The operator connects an account of her own, so that the lists have a row.
+    page.get_by_role("link", name="Connect account").click()
+    page.wait_for_url(re.compile("^" + re.escape(standin.authorize_url)))
+    page.get_by_role("button", name="Authorize").click()
+    page.wait_for_url(f"{site}/accounts/")
+    expect(page.locator(".card.account")).to_contain_text("bot may: ")
+    ConnectedAccount.objects.update(
+        last_error="Discord answered 503 Service Unavailable " + "while refreshing the token " * 8
+    )
+
+    page.goto(f"{site}/admin/connectors/connectorconfig/")
+    expect(page.locator("#site-name")).to_have_text("Backoffice")
+    cell = page.locator("td.field-keys_set").first
+    expect(cell).to_contain_text("✓ scopes (default)")
+    # One line: no mark is left at the end of a line without its key.
+    tops = cell.locator("span").evaluate_all("spans => spans.map(s => s.getBoundingClientRect().top)")
+    assert len(set(tops)) == 1
+    assert fits(page)
+    shot(page, "07-admin-configuration-list")
+
+    page.goto(f"{site}/admin/connectors/connectedaccount/")
+    expect(page.locator("#result_list tbody tr")).to_have_count(1)
+    assert fits(page)
+    shot(page, "08-admin-accounts-list")
+
+    page.locator("#result_list tbody tr a").first.click()
+    page.wait_for_url(re.compile(r"/admin/connectors/connectedaccount/\d+/change/$"))
+    expect(page.locator("td.field-bot_permissions").first).to_contain_text("Send Messages")
+    shot(page, "09-admin-account")
 
 
 def test_logging_in_on_the_way_to_connect_goes_on_to_discord(site, standin, page, django_user_model):

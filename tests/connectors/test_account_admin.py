@@ -136,3 +136,32 @@ def test_every_action_is_on_the_accounts_history_with_who_and_what(staff, accoun
         assert_no_tokens(entry.change_message + entry.object_repr, stored)
     history = staff.get(f"{URL}{account.pk}/history/")
     assert history.status_code in (200, 302)
+
+
+def test_the_list_fits_with_the_last_error_cut_short(staff, account):
+    account.last_error = "Discord answered 503 Service Unavailable " + "while refreshing the token " * 5
+    account.save()
+
+    html = staff.get(URL).content.decode()
+
+    assert 'class="column-uid' not in html and 'class="column-last_error' not in html
+    assert f'title="{account.last_error}"' in html
+    assert ">Discord answered 503 Service Un…<" in html
+    # The account's name is the link to its page; the username and uid are under it.
+    assert f'<a href="{URL}{account.pk}/change/">Stand-in User<br>' in html
+    assert f"@{account.username}<br>{account.uid}" in html
+    assert f"{account.expires_at:%Y-%m-%d %H:%M} UTC" in html
+
+
+def test_the_accounts_page_names_the_bots_permissions_in_each_server(staff, account):
+    from django.utils import timezone
+
+    account.servers.all().delete()
+    account.servers.create(
+        server_id="81384788765712384", name="Guild", permissions=str(1 << 11 | 1 << 14), added_at=timezone.now()
+    )
+
+    html = staff.get(f"{URL}{account.pk}/change/").content.decode()
+
+    assert "Send Messages, Embed Links" in html
+    assert str(1 << 11 | 1 << 14) not in html

@@ -74,8 +74,14 @@ def test_the_list_shows_each_service_which_keys_are_set_and_when_it_changed(admi
     assert SERVICE_ID in html
     assert "✓ clientId" in html and "✓ clientSecret" in html
     assert "✗ botToken" in html
-    assert "✗ scopes (default)" in html
+    # A key with a default counts as set: the default applies.
+    assert "✓ scopes (default)" in html and "✓ permissions (default)" in html
     assert "Last changed" in html
+    # Readable, to the minute, no microseconds.
+    changed = ConnectorConfig.objects.get(service_id=SERVICE_ID).updated_at
+    assert f"{changed:%Y-%m-%d %H:%M} UTC" in html and f"{changed:%S.%f}" not in html
+    # The list loads the stylesheet that keeps each mark beside its key.
+    assert "connectors/admin.css" in html
     assert 'id="searchbar"' not in html
     assert_no_secret(html)
 
@@ -176,11 +182,11 @@ def test_emptying_a_clear_value_removes_it(admin_client, configured):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"clientId": "12345"}, "clientId: must be a Discord application ID: 17 to 20 digits"),
-        ({"botToken": "abc.def ghi"}, "botToken: must not contain spaces or line breaks"),
-        ({"clientSecret": "a b"}, "clientSecret: must not contain spaces or line breaks"),
+        ({"clientId": "12345"}, "Client ID: must be a Discord application ID: 17 to 20 digits"),
+        ({"botToken": "abc.def ghi"}, "Bot token: must not contain spaces or line breaks"),
+        ({"clientSecret": "a b"}, "Client secret: must not contain spaces or line breaks"),
         # All or nothing: a good value beside a bad one is not saved either.
-        ({"clientId": OTHER_CLIENT_ID, "botToken": "abc def"}, "botToken: must not contain spaces"),
+        ({"clientId": OTHER_CLIENT_ID, "botToken": "abc def"}, "Bot token: must not contain spaces"),
     ],
 )
 def test_invalid_input_is_refused_with_its_message_and_changes_nothing(
@@ -205,7 +211,7 @@ def test_a_secret_typed_beside_an_invalid_value_is_not_echoed_back(admin_client,
 
     page = save(admin_client, clientId="not-a-snowflake", clientSecret=CLIENT_SECRET, botToken=BOT_TOKEN)
 
-    assert "clientId: must be a Discord application ID" in page.content.decode()
+    assert "Client ID: must be a Discord application ID" in page.content.decode()
     assert_no_secret(page)
     assert "clientSecret" not in config_keys_set(SERVICE_ID)
 

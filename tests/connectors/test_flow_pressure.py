@@ -285,7 +285,16 @@ def test_the_permissions_stored_are_those_discord_granted_not_the_urls(client_al
 
     server = AccountServer.objects.get()
     assert (server.permissions, server.permissions_source) == (str(1 << 11), AccountServer.Source.GRANTED)
-    assert "bot permissions 2048, granted (as the provider says)" in client_alice.get("/accounts/").content.decode()
+    assert "bot may: Send Messages; granted (as the provider says)" in client_alice.get("/accounts/").content.decode()
+
+
+def test_a_connector_that_names_no_permissions_shows_the_raw_value(client_alice, standin, monkeypatch):
+    from connectors.registry import Connector, registry
+
+    finish(client_alice, decide(standin, start(client_alice), permissions=str(1 << 11)))
+    monkeypatch.setattr(type(registry.get("appmixer:discord")), "describe_permissions", Connector.describe_permissions)
+
+    assert "bot permissions 2048; granted" in client_alice.get("/accounts/").content.decode()
 
 
 def test_without_discords_word_the_request_is_stored_and_marked_requested(client_alice, mocked_discord):

@@ -41,3 +41,10 @@ def test_permissions_are_an_integer_bit_set():
     assert normalise("permissions", " 0002048 ") == "2048"
     with pytest.raises(ValidationError, match="whole number"):
         normalise("permissions", "-8")
+
+
+def test_a_wrong_client_id_points_to_the_portal_page_its_help_text_names():
+    with pytest.raises(ValidationError) as refused:
+        normalise("clientId", "12345")
+    assert "OAuth2 page" in discord.field("clientId").help_text
+    assert "OAuth2 page" in refused.value.messages[0]
