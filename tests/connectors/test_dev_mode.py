@@ -50,7 +50,9 @@ def runserver(address, *, while_serving=lambda: None):
     """`manage.py runserver --noreload` up to where it would serve; `while_serving` runs there."""
     command = RunserverCommand()
     out, err = StringIO(), StringIO()
-    with mock.patch("django.core.management.commands.runserver.run", lambda *a, **k: while_serving()):
+    # runserver closes the connections before serving: the test's transaction needs its own.
+    with mock.patch("django.core.management.commands.runserver.run", lambda *a, **k: while_serving()), \
+            mock.patch("django.core.management.commands.runserver.connections", mock.Mock(all=lambda **kwargs: [])):
         call_command(command, address, "--noreload", "--skip-checks", stdout=out, stderr=err)
     return command, out.getvalue(), err.getvalue()
 
