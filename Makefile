@@ -17,10 +17,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-.env: | $(VENV)/.installed
-	$(PY) scripts/write_env.py $@
-
-run: $(VENV)/.installed .env
+# The .env's PUBLIC_BASE_URL follows HOST, so that Connect comes back here.
+run: $(VENV)/.installed
+	$(PY) scripts/write_env.py .env $(HOST)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py ensure_superuser
 	$(PY) manage.py runserver $(HOST)

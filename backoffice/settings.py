@@ -333,6 +333,9 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
+        # Restated without Django's own console handler, so that its lines
+        # (runserver's "Watching for file changes") reach the root's once.
+        "django": {"level": "INFO"},
         "connectors": {"level": LOG_LEVEL},
         "requests_oauthlib": {"level": "WARNING"},
         "oauthlib": {"level": "WARNING"},

@@ -1,18 +1,33 @@
 """The Discord connector pointed at the local stand-in: development, tests, benchmarks."""
 
-from connectors.config import config_update
-from discord_standin import DEFAULT_APP
+from connectors.config import config_update, config_values
+from connectors.registry import registry
+from discord_standin import DEFAULT_APP, StandIn
 
 from .connector import DiscordConnector
 
 
 def store_standin_credentials(app=DEFAULT_APP):
-    """Store the stand-in application's credentials, as an operator would paste Discord's."""
-    config_update(
-        service_id=DiscordConnector.service_id,
-        values={
-            "clientId": app.client_id,
-            "clientSecret": app.client_secret,
-            "botToken": app.bot_token,
-        },
-    )
+    """Store the stand-in application's credentials, as an operator would paste Discord's.
+
+    Returns the keys changed: none, and nothing written, when they are already stored.
+    """
+    values = {
+        "clientId": app.client_id,
+        "clientSecret": app.client_secret,
+        "botToken": app.bot_token,
+    }
+    stored = config_values(DiscordConnector.service_id)
+    if all(stored.get(key) == value for key, value in values.items()):
+        return []
+    return config_update(service_id=DiscordConnector.service_id, values=values)
+
+
+def standin_start(*, port):
+    """Run the stand-in with this site's redirect URL registered, as the portal guide asks.
+
+    Returns the running stand-in and the credential keys that changed.
+    """
+    redirect = registry.get(DiscordConnector.service_id).redirect_url()
+    standin = StandIn(port=port, redirect_uris=[redirect]).start()
+    return standin, store_standin_credentials(standin.app)

@@ -1,6 +1,9 @@
 """Start-up: what an operator sees when the environment is wrong, and secure defaults."""
 
 import os
+import re
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +97,36 @@ def test_avatars_come_from_the_stand_in_in_development_and_from_discord_otherwis
 
     assert development.stdout.split() == ["http://127.0.0.1:8123", "'self'", "http://127.0.0.1:8123"], development
     assert production.stdout.split() == ["https://cdn.discordapp.com", "'self'", "https://cdn.discordapp.com"], production
+
+
+def readme_production_environment():
+    """The variables the README's *Production* block exports, its `…` filled in."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("### Production", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    export = re.search(r"^export (.*?[^\\])$", block.replace("\\\n", " "), re.MULTILINE).group(1)
+    variables = dict(word.split("=", 1) for word in shlex.split(export))
+    filled = {name: PRODUCTION.get(name, value) if value == "…" else value for name, value in variables.items()}
+    return {**filled, "DATABASE_URL": "sqlite:///:memory:"}
+
+
+def test_the_readmes_production_steps_pass_in_a_checkout_where_make_run_left_a_dot_env(tmp_path):
+    checkout = tmp_path / "checkout"
+    shutil.copytree(REPO, checkout, ignore=shutil.ignore_patterns(
+        ".git", ".venv", ".env", "db.sqlite3*", "staticfiles", "test-artifacts", "__pycache__", "bench"))
+    subprocess.run([sys.executable, "scripts/write_env.py", ".env"], cwd=checkout, check=True,
+                   capture_output=True, timeout=30)
+    environment = readme_production_environment()
+    assert environment["ENV_FILE"] == ""
+
+    def check_deploy(env):
+        return subprocess.run(
+            [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+            cwd=checkout, env={"PATH": os.environ["PATH"], **env},
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+
+    result = check_deploy(environment)
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+    without = check_deploy({k: v for k, v in environment.items() if k != "ENV_FILE"})
+    assert "DISCORD_EMULATOR is on while DEBUG is off" in without.stderr
