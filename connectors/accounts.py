@@ -206,23 +206,42 @@ def account_connect(*, user, connector, token, profile, server=None):
     return ConnectResult(account=account, server=stored_server, replaced=replaced)
 
 
+@sensitive_variables("values", "tokens", "access", "refresh")
+def grant_revoke(*, connector, tokens, values=None, what):
+    """Revoke a grant at the provider; whether the provider confirmed it.
+
+    ``tokens`` is an account or a token answer (a dict); ``values`` the
+    connector's configuration, read when not given. A failure is logged,
+    naming ``what``, never raised: the caller goes on, and tells the person.
+    """
+    if isinstance(tokens, dict):
+        access, refresh = tokens.get("access_token"), tokens.get("refresh_token")
+    else:
+        access, refresh = tokens.access_token, tokens.refresh_token
+    access = access if isinstance(access, str) else ""
+    refresh = refresh if isinstance(refresh, str) else ""
+    if not (access or refresh):
+        return False
+    try:
+        values = config_values(connector.service_id) if values is None else values
+        connector.revoke(ConnectedAccount(access_token=access, refresh_token=refresh), values)
+    except ConnectorError as error:
+        logger.warning("could not revoke %s at %s: %s", what, connector.name, error)
+        return False
+    logger.info("revoked %s at %s", what, connector.name)
+    return True
+
+
 def account_disconnect(*, account, connector):
     """Revoke the grant at the provider, then delete the account whatever happened.
 
     Returns whether the provider confirmed the revocation; the caller tells
     the person when it did not, since the grant may live on there.
     """
-    revoked = True
-    try:
-        values = config_values(connector.service_id)
-        connector.revoke(account, values)
-    except ConnectorError as error:
-        revoked = False
-        logger.warning(
-            "could not revoke %s account %s of user %s at the provider: %s",
-            connector.name, account.uid, account.user_id, error,
-        )
     uid, user_id = account.uid, account.user_id
+    revoked = grant_revoke(
+        connector=connector, tokens=account, what=f"{connector.name} account {uid} of user {user_id}"
+    )
     account.delete()
     logger.info("disconnected %s account %s of user %s", connector.name, uid, user_id)
     return revoked

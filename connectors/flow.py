@@ -12,16 +12,9 @@ import time
 from django.views.decorators.debug import sensitive_variables
 from oauthlib.oauth2 import WebApplicationClient
 
-from .accounts import account_connect
+from .accounts import account_connect, grant_revoke
 from .config import config_client_values
-from .exceptions import (
-    AccessDenied,
-    AuthorizationFailed,
-    ConnectorError,
-    ProviderError,
-    StateMismatch,
-)
-from .models import ConnectedAccount
+from .exceptions import AccessDenied, AuthorizationFailed, ProviderError, StateMismatch
 from .oauth import oauth_session, provider_call
 
 logger = logging.getLogger("connectors.flow")
@@ -33,6 +26,8 @@ STATE_TTL = 600
 MAX_PENDING = 5
 # Longer callback parameters are refused before they are used.
 MAX_PARAM_LENGTH = 2048
+# What the log calls a grant revoked because the callback could not store it.
+UNSTORED = "a grant that could not be stored"
 
 
 def flow_start(session, *, connector, next_url=None):
@@ -117,7 +112,9 @@ def flow_finish(session, *, user, connector, params):
                 timeout=connector.http_timeout,
             )
     except ProviderError:
-        _revoke_quietly(connector, values, _answered_tokens(oauth))
+        answered = _answered_tokens(oauth)
+        if answered is not None:
+            grant_revoke(connector=connector, tokens=answered, values=values, what=UNSTORED)
         raise
     try:
         profile = connector.fetch_profile(token["access_token"])
@@ -127,10 +124,13 @@ def flow_finish(session, *, user, connector, params):
         )
     except BaseException:
         # Nothing may stay live at the provider that is not stored here.
-        _revoke_quietly(connector, values, token)
+        grant_revoke(connector=connector, tokens=token, values=values, what=UNSTORED)
         raise
     if result.replaced is not None:
-        _revoke_quietly(connector, values, result.replaced, what="the grant this connection replaced")
+        grant_revoke(
+            connector=connector, tokens=result.replaced, values=values,
+            what="the grant this connection replaced",
+        )
     logger.info(
         "connected %s account %s for user %s%s",
         connector.name,
@@ -150,24 +150,3 @@ def _answered_tokens(oauth):
     except ValueError:
         return None
     return body if isinstance(body, dict) else None
-
-
-@sensitive_variables("values", "tokens", "access", "refresh")
-def _revoke_quietly(connector, values, tokens, *, what="a grant that could not be stored"):
-    """Revoke ``tokens`` (a token answer or an account); a failure is logged, never raised."""
-    if tokens is None:
-        return
-    if isinstance(tokens, dict):
-        access, refresh = tokens.get("access_token"), tokens.get("refresh_token")
-    else:
-        access, refresh = tokens.access_token, tokens.refresh_token
-    access = access if isinstance(access, str) else ""
-    refresh = refresh if isinstance(refresh, str) else ""
-    if not (access or refresh):
-        return
-    try:
-        connector.revoke(ConnectedAccount(access_token=access, refresh_token=refresh), values)
-    except ConnectorError as error:
-        logger.warning("could not revoke %s at %s: %s", what, connector.name, error)
-    else:
-        logger.info("revoked %s at %s", what, connector.name)
