@@ -191,14 +191,17 @@ class Pace:
                 return Permit(route, scope, "")
             if bucket is None or window is None or now >= window.ends_at:
                 # Nothing known of what is open now: one request finds out.
-                probe = self._key("open", bucket or _digest(route), scope, _opened(window))
-                if self.cache.add(probe, 1, PROBE_TTL):
+                if self.cache.add(self._open_key(route, bucket, scope, window), 1, PROBE_TTL):
                     return Permit(route, scope, bucket, window, opens=True)
                 self._wait(now + PROBE_POLL, now, deadline)
                 continue
             if now < window.ends_at - CLOSING and self._claim(bucket, scope, window, floor, hint, now):
                 return Permit(route, scope, bucket, window)
             self._wait(window.ends_at, now, deadline)
+
+    def _open_key(self, route, bucket, scope, window):
+        """The claim of the one request that opens what follows ``window`` (a route's first: None)."""
+        return self._key("open", bucket or _digest(route), scope, _opened(window))
 
     def _claim(self, bucket, scope, window, floor, hint, now):
         """Take one of the requests the window has left; False when none is.
@@ -279,9 +282,7 @@ class Pace:
         new one a second time.
         """
         if permit.opens:
-            self.cache.delete(
-                self._key("open", permit.bucket or _digest(permit.route), permit.scope, _opened(permit.window))
-            )
+            self.cache.delete(self._open_key(permit.route, permit.bucket, permit.scope, permit.window))
 
     def refused(self, permit, limits, *, retry_after, is_global):
         """A 429: nobody sends what it covers before ``retry_after`` seconds have passed."""
