@@ -148,7 +148,7 @@ def refresh_due(*, within, workers=4, batch_size=200, max_time=DEFAULT_MAX_TIME,
         try:
             for (pk,) in pages:
                 if not run.put(work, pk):
-                    run.note_left()
+                    # The workers, at the deadline, count what is left (_Run._give_up).
                     break
         except BaseException:
             run.stop.set()
@@ -204,16 +204,17 @@ class _Run:
                     # The workers are gone or going: make room for the end markers.
                     _drain(work)
 
-    def note_left(self):
-        with self.lock:
-            self.summary.timed_out = True
-
     def work(self, take):
         """Refresh accounts from ``take(timeout)`` and the retries until both are done."""
         new_done = False
         while True:
             pk, new_done = self._next(take, new_done)
-            if pk is None or not self._enter():
+            if pk is None:
+                return
+            if not self._enter():
+                with self.lock:
+                    # Stopped while waiting for room: this account is left too.
+                    self._give_up(new_done=False)
                 return
             outcome, wait = FAILED, 0
             try:
