@@ -1,6 +1,6 @@
 """The Discord connector pointed at the local stand-in: development, tests, benchmarks."""
 
-from connectors.config import config_update, config_values
+from connectors.config import config_update
 from connectors.registry import registry
 from discord_standin import DEFAULT_APP, StandIn
 
@@ -10,16 +10,13 @@ from .connector import DiscordConnector
 def store_standin_credentials(app=DEFAULT_APP):
     """Store the stand-in application's credentials, as an operator would paste Discord's.
 
-    Returns the keys changed: none, and nothing written, when they are already stored.
+    Returns the keys changed (config_update writes nothing for a value already stored).
     """
     values = {
         "clientId": app.client_id,
         "clientSecret": app.client_secret,
         "botToken": app.bot_token,
     }
-    stored = config_values(DiscordConnector.service_id)
-    if all(stored.get(key) == value for key, value in values.items()):
-        return []
     return config_update(service_id=DiscordConnector.service_id, values=values)
 
 
