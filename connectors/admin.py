@@ -28,6 +28,11 @@ logger = logging.getLogger(__name__)
 TEMPLATES = "admin/connectors/connectorconfig/"
 
 
+def utc_minutes(moment):
+    """A stored time as the admin shows it: 2026-11-29 13:18 UTC; no time is "never"."""
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if moment else "never"
+
+
 @admin.register(ConnectorConfig)
 class ConnectorConfigAdmin(admin.ModelAdmin):
     """Edit a connector's values through ``config_update``; never show a secret.
@@ -92,7 +97,7 @@ class ConnectorConfigAdmin(admin.ModelAdmin):
 
     @admin.display(description="Last changed", ordering="updated_at")
     def last_changed(self, obj):
-        return f"{obj.updated_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+        return utc_minutes(obj.updated_at)
 
     # The add and change pages
 
@@ -380,7 +385,7 @@ class ConnectedAccountAdmin(admin.ModelAdmin):
 
     @admin.display(description="Expires", ordering="expires_at")
     def expires(self, obj):
-        return f"{obj.expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if obj.expires_at else "never"
+        return utc_minutes(obj.expires_at)
 
     @admin.display(description="Last error", ordering="last_error_at")
     def error(self, obj):
@@ -440,7 +445,7 @@ class ConnectedAccountAdmin(admin.ModelAdmin):
             request,
             queryset,
             lambda account: account_refresh(account, force=True).account,
-            lambda account: f"refreshed; expires {account.expires_at:%Y-%m-%d %H:%M} UTC.",
+            lambda account: f"refreshed; expires {utc_minutes(account.expires_at)}.",
             record="Refreshed the token now",
         )
 
