@@ -73,7 +73,6 @@ def provider_call(connector):
         ) from None
 
 
-
 @sensitive_variables("client_secret")
 def token_client_credentials(connector, *, client_id, client_secret, scope):
     """A token for the application itself: proves the client id and secret."""
