@@ -2,6 +2,8 @@
 
 import os
 import select
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
@@ -153,6 +155,26 @@ def child_env(standin):
         "LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(REPO),
     }
+
+
+def sweeps_side_by_side(standin, *arguments, count=2, env=None):
+    """``count`` refresh_tokens runs started together, as several hosts' cron would.
+
+    Returns (returncode, stdout, stderr) of each.
+    """
+    command = [sys.executable, "manage.py", "refresh_tokens", *arguments]
+    runs = [
+        subprocess.Popen(command, cwd=REPO, env={**child_env(standin), **(env or {})},
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(count)
+    ]
+    try:
+        outputs = [process.communicate(timeout=180) for process in runs]
+    finally:
+        for process in runs:
+            if process.poll() is None:
+                process.kill()
+    return [(process.returncode, out, err) for process, (out, err) in zip(runs, outputs)]
 
 
 def read_line(process, *, timeout):

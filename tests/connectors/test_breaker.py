@@ -13,7 +13,7 @@ from connectors.exceptions import CircuitOpen, ProviderUnavailable, RefreshNotSt
 from connectors.models import ConnectedAccount
 from connectors.tokens import account_refresh, fresh_access_token
 from tests.conftest import SERVICE_ID
-from tests.helpers import REDIRECT_URI, FakeClock, postgres_only, seed_account
+from tests.helpers import REDIRECT_URI, FakeClock, postgres_only, seed_account, seed_many, sweeps_side_by_side
 
 
 @pytest.fixture
@@ -231,3 +231,23 @@ def test_tokens_the_database_never_takes_are_logged_as_lost_without_the_tokens(
     [grant] = [g for g in standin.grants if g.user.id == account.uid]
     for token in (grant.access_token, grant.refresh_token, account.refresh_token):
         assert token not in caplog.text
+
+
+@postgres_only
+def test_two_hosts_in_a_slow_spell_share_one_breaker(transactional_db, slow_spell, alice):  # noqa: F811
+    """Two sweep processes of 4 workers: the faults of both count toward one breaker."""
+    seed_many(slow_spell, alice, 40)
+
+    runs = sweeps_side_by_side(
+        slow_spell, "--within", "1d", "--workers", "4",
+        env={"TOKEN_REFRESH_TIMEOUT": "0.3", "REFRESH_BREAKER_COOLDOWN": "60"},
+    )
+
+    for returncode, _, err in runs:
+        assert returncode != 0
+        assert "Stopped: Discord is unavailable" in err
+    lost = [a for a in ConnectedAccount.objects.all() if not slow_spell.refresh_token_valid(a.refresh_token)]
+    # Three faults in a row trip it, wherever they happened; each host has one refresh in flight
+    # at first, so at most one more was under way when it tripped.
+    assert 3 <= len(lost) <= 4
+    assert slow_spell.count("token.refresh_token") == len(lost)

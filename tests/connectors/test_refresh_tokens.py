@@ -1,8 +1,6 @@
 """``manage.py refresh_tokens``: what an operator running it from cron sees and relies on."""
 
 import re
-import subprocess
-import sys
 import time
 from datetime import timedelta
 from io import StringIO
@@ -15,7 +13,7 @@ from connectors.management.commands.refresh_tokens import parse_duration
 from connectors.models import ConnectedAccount
 from tests.conftest import SERVICE_ID
 
-from tests.helpers import REPO, child_env, postgres_only, seed_account, seed_many
+from tests.helpers import postgres_only, seed_account, seed_many, sweeps_side_by_side
 
 SUMMARY = re.compile(
     r"^refreshed (\d+), skipped (\d+), failed (\d+), needs reconnect (\d+)"
@@ -285,22 +283,11 @@ def test_an_account_refreshed_a_moment_ago_is_not_refreshed_again_however_wide_t
 
 
 def sweep_processes(standin, *arguments, count=2, env=None):
-    """``count`` refresh_tokens runs started together, as several hosts' cron would; their outputs."""
-    command = [sys.executable, "manage.py", "refresh_tokens", *arguments]
-    runs = [
-        subprocess.Popen(command, cwd=REPO, env={**child_env(standin), **(env or {})},
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(count)
-    ]
-    try:
-        outputs = [process.communicate(timeout=180) for process in runs]
-    finally:
-        for process in runs:
-            if process.poll() is None:
-                process.kill()
-    for process, (out, err) in zip(runs, outputs):
-        assert process.returncode == 0, err
-    return [out for out, _ in outputs]
+    """``count`` refresh_tokens runs started together, each succeeding; their outputs."""
+    runs = sweeps_side_by_side(standin, *arguments, count=count, env=env)
+    for returncode, _, err in runs:
+        assert returncode == 0, err
+    return [out for _, out, _ in runs]
 
 
 def assert_each_refreshed_once(standin, outputs, count):
