@@ -81,19 +81,44 @@ X_FRAME_OPTIONS = "DENY"
 # For a proxy that terminates TLS: "HTTP_X_FORWARDED_PROTO,https".
 SECURE_PROXY_SSL_HEADER = tuple(env.list("SECURE_PROXY_SSL_HEADER", default=[])) or None
 
-DISCORD_API_BASE_URL = env.str(
-    "DISCORD_API_BASE_URL", default="https://discord.com/api/v10"
-).rstrip("/")
-DISCORD_AUTHORIZE_URL = env.str(
-    "DISCORD_AUTHORIZE_URL", default="https://discord.com/oauth2/authorize"
-)
-# Seconds before an outbound request to Discord gives up.
-DISCORD_HTTP_TIMEOUT = env.float("DISCORD_HTTP_TIMEOUT", default=10.0)
-# Calls to Discord use this proxy when it is set, and only this one: requests'
-# own reading of HTTP(S)_PROXY, NO_PROXY and ~/.netrc is off for them. It
-# scanned the environment and the disk on every call (bench/run.py), and a
-# netrc entry for the host would have replaced the token being sent.
-DISCORD_PROXY = env.str("DISCORD_PROXY", default="")
+# One block per connector, under its provider slug: its URLs, its timeout
+# and its proxy, read by the connector (``connector.setting("API_BASE_URL")``).
+CONNECTORS = {
+    "discord": {
+        "API_BASE_URL": env.str("DISCORD_API_BASE_URL", default="https://discord.com/api/v10").rstrip("/"),
+        "AUTHORIZE_URL": env.str("DISCORD_AUTHORIZE_URL", default="https://discord.com/oauth2/authorize"),
+        # Seconds before an outbound request to Discord gives up.
+        "HTTP_TIMEOUT": env.float("DISCORD_HTTP_TIMEOUT", default=10.0),
+        # Calls to Discord use this proxy when it is set, and only this one:
+        # requests' own reading of HTTP(S)_PROXY, NO_PROXY and ~/.netrc is off
+        # for them. It scanned the environment and the disk on every call
+        # (bench/run.py), and a netrc entry for the host would have replaced
+        # the token being sent.
+        "PROXY": env.str("DISCORD_PROXY", default=""),
+        # Where avatars on the accounts page come from.
+        "CDN_URL": env.str("DISCORD_CDN_URL", default="https://cdn.discordapp.com").rstrip("/"),
+    },
+}
+
+# The local Discord stand-in (discord_standin), for development only:
+# runserver starts it and points every Discord URL at it.
+DISCORD_EMULATOR = env.bool("DISCORD_EMULATOR", default=False)
+DISCORD_EMULATOR_PORT = env.int("DISCORD_EMULATOR_PORT", default=8001)
+if DISCORD_EMULATOR:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DISCORD_EMULATOR is on while DEBUG is off: the local Discord stand-in "
+            "is for development only. Turn DISCORD_EMULATOR off in production."
+        )
+    _standin = f"http://127.0.0.1:{DISCORD_EMULATOR_PORT}"
+    CONNECTORS["discord"].update(
+        API_BASE_URL=f"{_standin}/api/v10",
+        AUTHORIZE_URL=f"{_standin}/oauth2/authorize",
+        # The stand-in serves its own avatars.
+        CDN_URL=_standin,
+    )
+    # oauthlib refuses plain HTTP unless told; the stand-in is on loopback.
+    os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
 
 # Seconds before expiry at which fresh_access_token refreshes a token.
 TOKEN_REFRESH_MARGIN = env.int("TOKEN_REFRESH_MARGIN", default=300)
@@ -111,22 +136,6 @@ TOKEN_REFRESH_TIMEOUT = env.float("TOKEN_REFRESH_TIMEOUT", default=20.0)
 REFRESH_BREAKER_THRESHOLD = env.int("REFRESH_BREAKER_THRESHOLD", default=3)
 REFRESH_BREAKER_COOLDOWN = env.int("REFRESH_BREAKER_COOLDOWN", default=60)
 
-# The local Discord stand-in (discord_standin), for development only:
-# runserver starts it and points every Discord URL at it.
-DISCORD_EMULATOR = env.bool("DISCORD_EMULATOR", default=False)
-DISCORD_EMULATOR_PORT = env.int("DISCORD_EMULATOR_PORT", default=8001)
-if DISCORD_EMULATOR:
-    if not DEBUG:
-        raise ImproperlyConfigured(
-            "DISCORD_EMULATOR is on while DEBUG is off: the local Discord stand-in "
-            "is for development only. Turn DISCORD_EMULATOR off in production."
-        )
-    _standin = f"http://127.0.0.1:{DISCORD_EMULATOR_PORT}"
-    DISCORD_API_BASE_URL = f"{_standin}/api/v10"
-    DISCORD_AUTHORIZE_URL = f"{_standin}/oauth2/authorize"
-    # oauthlib refuses plain HTTP unless told; the stand-in is on loopback.
-    os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
-
 # What our pages may load, and where their forms may go (django-csp), enforced
 # whatever DEBUG says. No inline script or style anywhere: our CSS is a static
 # file, and Django 5.2's admin needs nothing more (it has no inline script or
@@ -138,16 +147,13 @@ if DISCORD_EMULATOR:
 # with DEBUG on Django answers those with its technical pages (no view of
 # ours returns one itself). With DEBUG off our 404.html and 500.html answer
 # them, with the policy.
-# Where avatars on the accounts page come from; the stand-in serves its own.
-DISCORD_CDN_URL = env.str("DISCORD_CDN_URL", default="https://cdn.discordapp.com").rstrip("/")
-if DISCORD_EMULATOR:
-    DISCORD_CDN_URL = _standin
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
         "script-src": ["'self'"],
         "style-src": ["'self'"],
-        "img-src": ["'self'", DISCORD_CDN_URL],
+        # Each connector's avatar origins are added (ContentSecurityPolicy).
+        "img-src": ["'self'"],
         "object-src": ["'none'"],
         "base-uri": ["'self'"],
         "frame-ancestors": ["'none'"],

@@ -5,6 +5,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Prefetch
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.decorators import method_decorator
@@ -192,7 +193,7 @@ class ConnectorConfigAdmin(admin.ModelAdmin):
                 "summary": None if can_change else config_summary(obj.service_id),
                 "test_credentials_url": (
                     reverse(self._url_name("test_credentials"), args=[obj.pk])
-                    if obj is not None and can_change
+                    if obj is not None and can_change and connector.can_check_credentials
                     else None
                 ),
             }
@@ -252,6 +253,11 @@ class ConnectorConfigAdmin(admin.ModelAdmin):
             values = config_values(obj.service_id)
         except (EncryptionKeyError, UnknownConnector) as error:
             return self._unusable_response(request, object_id, error)
+        if not connector.can_check_credentials:
+            self.message_user(
+                request, f"The {connector.name} connector has no check of its credentials.", messages.INFO
+            )
+            return redirect(self._url_name("change"), obj.pk)
         results = connector.check_credentials(values)
         context = {
             **self.admin_site.each_context(request),
@@ -322,13 +328,13 @@ class AccountServerInline(admin.TabularInline):
     model = AccountServer
     extra = 0
     can_delete = False
-    fields = readonly_fields = ("server_id", "name", "bot_permissions", "permissions_source", "added_at")
+    fields = readonly_fields = ("server_id", "name", "permission_names", "permissions_source", "added_at")
 
     def has_add_permission(self, request, obj=None):
         return False
 
-    @admin.display(description="Bot permissions")
-    def bot_permissions(self, obj):
+    @admin.display(description="Permissions")
+    def permission_names(self, obj):
         """Named by the account's connector; the raw value when it names nothing."""
         return ", ".join(obj.permission_names) or obj.permissions or "none"
 

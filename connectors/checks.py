@@ -50,7 +50,7 @@ def check_public_base_url(app_configs=None, **kwargs):
             checks.Error(
                 "PUBLIC_BASE_URL is not set.",
                 hint="Set it to the address people reach this site at, e.g. "
-                "https://backoffice.example.com; the Discord redirect URL is built from it.",
+                "https://backoffice.example.com; every connector's redirect URL is built from it.",
                 id="connectors.E002",
             )
         ]

@@ -26,6 +26,10 @@ class InvalidConfiguration(ConnectorError):
         )
 
 
+class NotSupported(ConnectorError):
+    """The connector's provider offers no such operation (a revocation, a grant's description)."""
+
+
 class NotConfigured(ConnectorError):
     """The connector lacks a value the operation needs."""
 

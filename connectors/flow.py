@@ -48,7 +48,8 @@ def flow_start(session, *, connector, next_url=None):
         connector,
         client_id=values["clientId"],
         redirect_uri=connector.redirect_url(),
-        scope=connector.scopes(values),
+        # Joined here, so that oauthlib sends the connector's delimiter.
+        scope=connector.scope_delimiter.join(connector.scopes(values)),
     )
     url, _ = oauth.authorization_url(
         connector.authorize_url, state=state, **connector.authorize_params(values)
@@ -91,7 +92,7 @@ def flow_finish(session, *, user, connector, params):
     entry = _take_state(session, connector=connector, state=params.get("state"))
     error = params.get("error")
     if error == "access_denied":
-        raise AccessDenied("You cancelled at Discord; nothing was connected.")
+        raise AccessDenied(connector.cancel_message)
     if error or not params.get("code"):
         raise AuthorizationFailed(
             f"{connector.name} did not authorize the connection ({error or 'no code was sent'})."
@@ -117,7 +118,7 @@ def flow_finish(session, *, user, connector, params):
             grant_revoke(connector=connector, tokens=answered, values=values, what=UNSTORED)
         raise
     try:
-        profile = connector.fetch_profile(token["access_token"])
+        profile = connector.profile(token, values)
         server = connector.server_from_token(token, params=params, values=values)
         result = account_connect(
             user=user, connector=connector, token=token, profile=profile, server=server
@@ -136,7 +137,7 @@ def flow_finish(session, *, user, connector, params):
         connector.name,
         result.account.uid,
         user.pk,
-        f" (bot added to server {server['id']})" if server else "",
+        f" (added to {connector.server_noun} {server['id']})" if server else "",
     )
     return result, entry["next"]
 

@@ -109,7 +109,7 @@ class PermissionsPolicy:
 
 class ContentSecurityPolicy(CSPMiddleware):
     """django-csp's CONTENT_SECURITY_POLICY, whose form-action also allows each
-    connector's consent page.
+    connector's consent page, and img-src the origins its avatars come from.
 
     A form of ours can end there: logging in on the way to Connect account
     posts the login form, which redirects to /auth/<provider>/connect, which
@@ -123,6 +123,7 @@ class ContentSecurityPolicy(CSPMiddleware):
         if not report_only:
             update = dict(parts.update or {})
             update["form-action"] = [*update.get("form-action", ()), *_consent_origins()]
+            update["img-src"] = [*update.get("img-src", ()), *_image_origins()]
             parts.update = update
         return parts
 
@@ -130,3 +131,7 @@ class ContentSecurityPolicy(CSPMiddleware):
 def _consent_origins():
     urls = (urlsplit(connector.authorize_url) for connector in registry)
     return sorted({f"{url.scheme}://{url.netloc}" for url in urls})
+
+
+def _image_origins():
+    return sorted({origin for connector in registry for origin in connector.image_origins()})

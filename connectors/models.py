@@ -101,7 +101,7 @@ class ConnectedAccount(models.Model):
 
 
 class AccountServer(models.Model):
-    """A server (Discord guild) the operator's bot was added to through an account."""
+    """A place at the provider (a server, a workspace) the operator's app was added to through an account."""
 
     account = models.ForeignKey(ConnectedAccount, on_delete=models.CASCADE, related_name="servers")
     server_id = models.CharField(max_length=64)
@@ -111,7 +111,7 @@ class AccountServer(models.Model):
         REQUESTED = "requested", "requested (the provider did not say)"
 
     permissions = models.CharField(
-        max_length=32, blank=True, help_text="The bot's permission bit set in this server."
+        max_length=32, blank=True, help_text="What the app may do there, as the provider encodes it."
     )
     # Where ``permissions`` comes from: the provider's word, or, when it said
     # nothing, what was asked for; never the redirect URL, which the person can edit.

@@ -4,6 +4,7 @@ The connector supplies its URLs, mounts its transport on the session and
 maps its error answers to typed errors; everything else is shared.
 """
 
+import json
 from contextlib import contextmanager
 
 import requests
@@ -16,7 +17,7 @@ from .exceptions import ProviderError, ProviderUnavailable
 
 
 def oauth_session(connector, *, client_id, client=None, **kwargs):
-    """An OAuth2Session whose token answers are checked before oauthlib reads them."""
+    """An OAuth2Session whose token answers pass the connector's ``token_answer`` before oauthlib reads them."""
     session = OAuth2Session(client_id=client_id, client=client, **kwargs)
     connector.mount(session)
     # The last token answer, kept so that a grant whose answer cannot be used
@@ -28,7 +29,7 @@ def oauth_session(connector, *, client_id, client=None, **kwargs):
         if response.status_code >= 300:
             connector.raise_for_response(response)
         answer.response = response
-        _readable(connector, response)
+        _take_answer(connector, response)
         return response
 
     session.register_compliance_hook("access_token_response", check)
@@ -40,22 +41,28 @@ class TokenAnswer:
     response = None
 
 
-@sensitive_variables("body")
-def _readable(connector, response):
-    """Refuse, as a ProviderError, an answer oauthlib would fail on with a bare exception."""
+@sensitive_variables("body", "fixed")
+def _take_answer(connector, response):
+    """Parse the answer once, let the connector shape it, and refuse what oauthlib would fail on.
+
+    An answer oauthlib cannot read would raise a bare exception there; it
+    becomes a ProviderError here. What the connector changed is what
+    oauthlib then reads.
+    """
     try:
         body = response.json()
     except ValueError:
         body = None
-    unreadable = not isinstance(body, dict)
-    if not unreadable:
-        expires_in, scope = body.get("expires_in"), body.get("scope")
-        unreadable = (
-            not (expires_in is None or isinstance(expires_in, int) or str(expires_in).isdigit())
-            or not (scope is None or isinstance(scope, (str, list)))
-        )
-    if unreadable:
+    if not isinstance(body, dict):
         raise ProviderError(f"{connector.name} sent a token answer that could not be read.")
+    fixed = connector.token_answer(body)
+    expires_in, scope = fixed.get("expires_in"), fixed.get("scope")
+    if not (expires_in is None or isinstance(expires_in, int) or str(expires_in).isdigit()) or not (
+        scope is None or isinstance(scope, (str, list))
+    ):
+        raise ProviderError(f"{connector.name} sent a token answer that could not be read.")
+    if fixed is not body:
+        response._content = json.dumps(fixed).encode()
 
 
 @contextmanager

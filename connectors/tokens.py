@@ -1,7 +1,7 @@
 """Fresh access tokens for the code that acts for a user.
 
-Discord rotates refresh tokens: once a refresh succeeds, the old refresh
-token is dead. Two refreshes of one grant racing each other leave one side
+Providers may rotate refresh tokens: once a refresh succeeds, the old
+refresh token is dead. Two refreshes of one grant racing each other leave one side
 holding a dead token, and if that side's answer is the one stored the
 account is lost. So a refresh happens only under the account's row lock, and
 whoever takes the lock first re-reads the row: if another caller refreshed
@@ -46,11 +46,6 @@ RATE_LIMIT_MAX_WAIT = 60.0
 # before each (times the attempt's number).
 STORE_ATTEMPTS = 3
 STORE_BACKOFF = 0.5
-
-RECONNECT_REASON = (
-    "Discord no longer accepts this account's grant (the app was removed or the "
-    "access revoked). Reconnect it to use it again."
-)
 
 
 @dataclass(frozen=True)
@@ -147,7 +142,9 @@ def _account_refresh_locked(account, *, margin, force, skip_locked, min_age):
                     return None
                 raise ConnectedAccount.DoesNotExist(f"Connected account {account.pk} no longer exists.")
             if locked.status == ConnectedAccount.Status.NEEDS_RECONNECT:
-                raise NeedsReconnect(locked.status_reason or RECONNECT_REASON, account_id=locked.pk)
+                raise NeedsReconnect(
+                    locked.status_reason or locked.connector.reconnect_reason, account_id=locked.pk
+                )
             if not force and (
                 _usable(locked.expires_at, locked.status, margin=margin)
                 or _recent(locked.refreshed_at, min_age)
@@ -269,7 +266,7 @@ def _record_failure(locked, error):
     locked.last_error, locked.last_error_at = str(error)[:300], now
     if isinstance(error, InvalidGrant):
         locked.status = ConnectedAccount.Status.NEEDS_RECONNECT
-        locked.status_reason = RECONNECT_REASON
+        locked.status_reason = locked.connector.reconnect_reason
         locked.status_changed_at = now
         locked.save(
             update_fields=["last_error", "last_error_at", "status", "status_reason", "status_changed_at", "updated_at"]
@@ -278,7 +275,7 @@ def _record_failure(locked, error):
             "marked %s account %s of user %s needs reconnect: %s",
             locked.connector.name, locked.uid, locked.user_id, error,
         )
-        reconnect = NeedsReconnect(RECONNECT_REASON, account_id=locked.pk)
+        reconnect = NeedsReconnect(locked.status_reason, account_id=locked.pk)
         reconnect.__cause__ = error
         return reconnect
     locked.save(update_fields=["last_error", "last_error_at", "updated_at"])

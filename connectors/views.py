@@ -160,19 +160,27 @@ def callback(request, provider):
         return _flow_page(
             request, connector, error, title=f"{connector.name} could not connect", status=502
         )
-    account = result.account
+    _say_connected(request, connector, result)
+    return redirect(_on_site(request, next_url) or reverse("accounts"))
+
+
+def _say_connected(request, connector, result):
+    account, server = result.account, result.server
     name = account.display_name or account.username
-    if result.server is not None:
+    if server is not None:
         messages.success(
             request,
-            f"Connected {connector.name} account {name}; the bot was added to {result.server.name or result.server.server_id}.",
+            f"Connected {connector.name} account {name}; {connector.bot_noun} was added to "
+            f"{server.name or server.server_id}.",
         )
-    else:
+    elif connector.expects_server:
         messages.warning(
             request,
-            f"Connected {connector.name} account {name}, but the bot was not added to a server.",
+            f"Connected {connector.name} account {name}, but {connector.bot_noun} was not added "
+            f"to a {connector.server_noun}.",
         )
-    return redirect(_on_site(request, next_url) or reverse("accounts"))
+    else:
+        messages.success(request, f"Connected {connector.name} account {name}.")
 
 
 def _flow_page(request, connector, error, *, title, status, connected=None):
@@ -210,7 +218,7 @@ def disconnect(request, pk):
     else:
         messages.warning(
             request,
-            f"Disconnected {name} here, but revoking the access at {connector.name} failed: "
-            f"remove the app under {connector.name}'s Authorized Apps settings.",
+            f"Disconnected {name} here, but {connector.name} did not confirm that the access "
+            f"was revoked: {connector.revoke_hint}.",
         )
     return redirect("accounts")

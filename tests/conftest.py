@@ -114,8 +114,14 @@ def standin(_standin_server, settings, db):
     server.reset()
     server.rate_limit(None)
     server.app.redirect_uris = []
-    settings.DISCORD_API_BASE_URL = server.api_base_url
-    settings.DISCORD_AUTHORIZE_URL = server.authorize_url
-    settings.DISCORD_HTTP_TIMEOUT = 2.0
+    settings.CONNECTORS = {
+        **settings.CONNECTORS,
+        "discord": {
+            **settings.CONNECTORS["discord"],
+            "API_BASE_URL": server.api_base_url,
+            "AUTHORIZE_URL": server.authorize_url,
+            "HTTP_TIMEOUT": 2.0,
+        },
+    }
     store_standin_credentials(server.app)
     return server

@@ -30,6 +30,14 @@ def raw_values():
         return dict(cursor.fetchall())
 
 
+def connector_settings(settings, provider="discord", **values):
+    """Override some of a connector's block in settings.CONNECTORS, through pytest-django's ``settings``."""
+    settings.CONNECTORS = {
+        **settings.CONNECTORS,
+        provider: {**settings.CONNECTORS[provider], **values},
+    }
+
+
 def config_admin_url(view):
     """An admin page of the stored Discord configuration: change, history, test_credentials."""
     config = ConnectorConfig.objects.get(service_id=SERVICE_ID)

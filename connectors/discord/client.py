@@ -62,6 +62,11 @@ def route_and_scope(request):
     return route, f"{request.headers.get('Authorization', '')}|{majors}"
 
 
+def setting(name):
+    """A value of Discord's block in settings.CONNECTORS."""
+    return settings.CONNECTORS["discord"][name]
+
+
 def _number(value, kind):
     try:
         number = kind(value)
@@ -152,14 +157,15 @@ _local = threading.local()
 def mount(session):
     """Give any session (requests-oauthlib's included) the shared adapter and our proxy.
 
-    The environment has no say (settings.DISCORD_PROXY explains why).
+    The environment has no say (the PROXY setting explains why).
     """
     session.mount("http://", _adapter)
     session.mount("https://", _adapter)
     session.headers["User-Agent"] = USER_AGENT
     session.trust_env = False
-    if settings.DISCORD_PROXY:
-        session.proxies = {"http": settings.DISCORD_PROXY, "https": settings.DISCORD_PROXY}
+    proxy = setting("PROXY")
+    if proxy:
+        session.proxies = {"http": proxy, "https": proxy}
     return session
 
 
@@ -214,9 +220,9 @@ def send(method, path, *, headers=None, session=None, **kwargs):
     try:
         response = session.request(
             method,
-            settings.DISCORD_API_BASE_URL + path,
+            setting("API_BASE_URL") + path,
             headers=headers,
-            timeout=settings.DISCORD_HTTP_TIMEOUT,
+            timeout=setting("HTTP_TIMEOUT"),
             **kwargs,
         )
     except requests.Timeout:

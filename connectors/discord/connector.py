@@ -1,10 +1,9 @@
 """The Discord connector: only what differs from the framework's defaults."""
 
-from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
 from connectors.exceptions import ProviderError
-from connectors.registry import ConfigField, Connector
+from connectors.base import ConfigField, Connector
 
 from . import client, credentials
 from .permissions import DEFAULT_PERMISSIONS, DEFAULT_SCOPES, PERMISSIONS, permission_names
@@ -21,11 +20,11 @@ from .validators import (
 def avatar_url(user):
     """The user's avatar, or the default one Discord shows when there is none.
 
-    On DISCORD_CDN_URL, the one image origin besides ours that the
-    Content-Security-Policy allows.
+    On the CDN_URL setting, the image origin the connector adds to the
+    Content-Security-Policy.
     """
     uid, avatar = user["id"], user.get("avatar")
-    cdn = settings.DISCORD_CDN_URL
+    cdn = client.setting("CDN_URL")
     if avatar:
         return f"{cdn}/avatars/{uid}/{avatar}.png?size=128"
     return f"{cdn}/embed/avatars/{(int(uid) >> 22) % 6}.png"
@@ -94,6 +93,13 @@ class DiscordConnector(Connector):
             flags=PERMISSIONS,
         ),
     )
+    server_noun = "server"
+    bot_noun = "the bot"
+    expects_server = True
+    portal_name = "Developer Portal"
+    connect_hint = "Sign in with Discord and pick a server for the bot."
+    revoke_hint = "remove the app under Discord's Authorized Apps settings"
+    check_description = "the bot token, the client ID and secret, and the portal settings above"
     setup_checklist = (
         "OAuth2 → Redirects: add the redirect URL above, exactly as shown.",
         "Bot → Public Bot: on.",
@@ -104,16 +110,11 @@ class DiscordConnector(Connector):
     )
 
     @property
-    def authorize_url(self):
-        return settings.DISCORD_AUTHORIZE_URL
-
-    @property
-    def http_timeout(self):
-        return settings.DISCORD_HTTP_TIMEOUT
-
-    @property
     def token_url(self):
-        return settings.DISCORD_API_BASE_URL + client.TOKEN
+        return self.setting("API_BASE_URL") + client.TOKEN
+
+    def image_origins(self):
+        return (self.setting("CDN_URL"),)
 
     def mount(self, session):
         return client.mount(session)
@@ -126,12 +127,6 @@ class DiscordConnector(Connector):
 
     def describe_permissions(self, value):
         return permission_names(value)
-
-    # The values without which no flow can start.
-    flow_keys = ("clientId", "clientSecret")
-
-    def scopes(self, values):
-        return values["scopes"].split()
 
     def authorize_params(self, values):
         """Bot install extras: only meaningful, and only sent, with the bot scope."""

@@ -8,7 +8,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from connectors.exceptions import ConnectorError, ProviderUnavailable, Unauthorized
 from connectors.oauth import token_client_credentials
-from connectors.registry import CheckResult
+from connectors.base import CheckResult
 
 from . import client
 

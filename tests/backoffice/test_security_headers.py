@@ -38,9 +38,9 @@ def test_the_accounts_page_allows_avatars_from_discords_cdn_only(client_alice, s
     response = client_alice.get("/accounts/")
     assert response.status_code == 200
     csp = assert_strict_policies(response)
-    assert csp["img-src"] == ["'self'", django_settings.DISCORD_CDN_URL]
+    assert csp["img-src"] == ["'self'", django_settings.CONNECTORS["discord"]["CDN_URL"]]
     avatar = avatar_url({"id": "80351110224678912", "avatar": "8342729096ea3675442027381ff50dfe"})
-    assert avatar.startswith(django_settings.DISCORD_CDN_URL + "/")
+    assert avatar.startswith(django_settings.CONNECTORS["discord"]["CDN_URL"] + "/")
 
 
 def test_forms_may_lead_to_the_consent_page_and_nowhere_else(client_alice, standin):

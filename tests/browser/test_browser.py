@@ -70,7 +70,7 @@ def page(monkeypatch):
             context.set_default_navigation_timeout(TIMEOUT_MS)
             # Avatars come from Discord's CDN; the tests answer for it, off the network.
             context.route(
-                f"{django_settings.DISCORD_CDN_URL}/**",
+                f"{django_settings.CONNECTORS['discord']['CDN_URL']}/**",
                 lambda route: route.fulfill(status=200, content_type="image/png", body=AVATAR_PNG),
             )
             page = context.new_page()
@@ -175,7 +175,7 @@ def test_end_user_connects_and_disconnects_a_discord_account(site, standin, page
     expect(page.locator("ul.messages li.success")).to_contain_text("Connected Discord account Stand-in User")
     # The avatar from Discord's CDN got past img-src, and site.css laid out the card.
     avatar = account_card.locator("img.avatar")
-    expect(avatar).to_have_attribute("src", re.compile("^" + re.escape(django_settings.DISCORD_CDN_URL)))
+    expect(avatar).to_have_attribute("src", re.compile("^" + re.escape(django_settings.CONNECTORS["discord"]["CDN_URL"])))
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=avatar.element_handle())
     expect(account_card.locator(".account-row")).to_have_css("display", "flex")
     shot(page, "03-accounts-connected")
@@ -285,7 +285,7 @@ def test_operator_reads_the_lists_and_an_account_at_1280_px(site, standin, page,
 
     page.locator("#result_list tbody tr a").first.click()
     page.wait_for_url(re.compile(r"/admin/connectors/connectedaccount/\d+/change/$"))
-    expect(page.locator("td.field-bot_permissions").first).to_contain_text("Send Messages")
+    expect(page.locator("td.field-permission_names").first).to_contain_text("Send Messages")
     shot(page, "09-admin-account")
 
 

@@ -281,7 +281,7 @@ def test_show_an_unknown_service_is_refused(db):
 @pytest.fixture
 def discord(settings, configured):
     """Discord as the guide wants it: every check passes."""
-    base = settings.DISCORD_API_BASE_URL
+    base = settings.CONNECTORS["discord"]["API_BASE_URL"]
     bot = matchers.header_matcher({"Authorization": f"Bot {BOT_TOKEN}"})
     basic = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
     with responses.RequestsMock() as mock:
@@ -323,7 +323,7 @@ def test_check_passes_when_discord_is_set_up_as_the_guide_says(discord):
 def test_check_fails_with_a_line_and_a_hint_for_each_setting_that_is_off(discord, settings):
     discord.replace(
         responses.GET,
-        f"{settings.DISCORD_API_BASE_URL}/oauth2/applications/@me",
+        f"{settings.CONNECTORS['discord']['API_BASE_URL']}/oauth2/applications/@me",
         json={"id": CLIENT_ID, "redirect_uris": [], "bot_public": False, "bot_require_code_grant": True, "flags": 0},
     )
 
@@ -340,7 +340,7 @@ def test_check_fails_with_a_line_and_a_hint_for_each_setting_that_is_off(discord
 def test_check_fails_when_discord_refuses_the_bot_token(discord, settings):
     discord.replace(
         responses.GET,
-        f"{settings.DISCORD_API_BASE_URL}/users/@me",
+        f"{settings.CONNECTORS['discord']['API_BASE_URL']}/users/@me",
         status=401,
         json={"message": "401: Unauthorized", "code": 0},
     )

@@ -52,7 +52,7 @@ def failed(results):
 @pytest.fixture
 def discord(settings):
     """Discord set up as the guide says; a test replaces one answer to break one thing."""
-    assert settings.DISCORD_API_BASE_URL == API
+    assert settings.CONNECTORS["discord"]["API_BASE_URL"] == API
     with responses.RequestsMock() as mock:
         mock.get(BOT_USER, json=payload("bot_user"))
         mock.post(TOKEN, json=payload("client_credentials_token"))

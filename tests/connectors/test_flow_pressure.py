@@ -9,7 +9,7 @@ from django.test import Client
 
 from connectors.models import AccountServer, ConnectedAccount
 from tests.conftest import CLIENT_ID
-from tests.helpers import config_admin_url, connect, decide, finish, start
+from tests.helpers import config_admin_url, connect, connector_settings, decide, finish, start
 
 API = "https://discord.test/api/v10"
 
@@ -140,7 +140,7 @@ def test_a_forged_40_digit_permissions_value_is_not_stored(client_alice, standin
 @pytest.fixture
 def mocked_discord(client_alice, configured, settings):
     """The callback against Discord faked with ``responses``, to send what the stand-in never would."""
-    settings.DISCORD_API_BASE_URL = API
+    connector_settings(settings, API_BASE_URL=API)
     url = start(client_alice)
     state = parse_qs(urlsplit(url).query)["state"][0]
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
@@ -289,12 +289,13 @@ def test_the_permissions_stored_are_those_discord_granted_not_the_urls(client_al
 
 
 def test_a_connector_that_names_no_permissions_shows_the_raw_value(client_alice, standin, monkeypatch):
-    from connectors.registry import Connector, registry
+    from connectors.base import Connector
+    from connectors.registry import registry
 
     finish(client_alice, decide(standin, start(client_alice), permissions=str(1 << 11)))
     monkeypatch.setattr(type(registry.get("appmixer:discord")), "describe_permissions", Connector.describe_permissions)
 
-    assert "bot permissions 2048; granted" in client_alice.get("/accounts/").content.decode()
+    assert "permissions 2048; granted" in client_alice.get("/accounts/").content.decode()
 
 
 def test_without_discords_word_the_request_is_stored_and_marked_requested(client_alice, mocked_discord):

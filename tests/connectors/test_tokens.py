@@ -19,9 +19,10 @@ from django.utils.html import escape
 from connectors.config import config_update
 from connectors.exceptions import NeedsReconnect, NotConfigured, ProviderUnavailable, RateLimited
 from connectors.models import ConnectedAccount
-from connectors.tokens import RECONNECT_REASON, account_refresh, fresh_access_token
+from connectors.registry import registry
+from connectors.tokens import account_refresh, fresh_access_token
 from tests.conftest import SERVICE_ID
-from tests.helpers import REPO, child_env, connect, postgres_only, read_line, seed_account
+from tests.helpers import REPO, child_env, connect, connector_settings, postgres_only, read_line, seed_account
 
 def make_due(account, seconds=60):
     ConnectedAccount.objects.filter(pk=account.pk).update(
@@ -114,7 +115,7 @@ def test_a_revoked_grant_marks_the_account_for_reconnect_and_keeps_it(
     assert caught.value.account_id == account.pk
     stored = ConnectedAccount.objects.get(pk=account.pk)
     assert stored.status == ConnectedAccount.Status.NEEDS_RECONNECT
-    assert stored.status_reason == RECONNECT_REASON
+    assert stored.status_reason == registry.get(SERVICE_ID).reconnect_reason
     assert stored.status_changed_at is not None
     assert "invalid_grant" in stored.last_error
     assert (stored.access_token, stored.refresh_token) == (before.access_token, before.refresh_token)
@@ -128,7 +129,7 @@ def test_a_revoked_grant_marks_the_account_for_reconnect_and_keeps_it(
     html = client_alice.get("/accounts/").content.decode()
     assert "Needs reconnect" in html
     assert "Reconnect</a>" in html
-    assert escape(RECONNECT_REASON) in html
+    assert escape(registry.get(SERVICE_ID).reconnect_reason) in html
 
 
 def test_reconnecting_the_same_identity_makes_the_account_active_again(
@@ -201,7 +202,7 @@ def test_a_connector_without_its_secret_keeps_the_stored_tokens_and_says_what_is
 
 
 def test_a_refresh_waits_longer_than_other_calls(standin, expiring, settings):
-    settings.DISCORD_HTTP_TIMEOUT = 0.3
+    connector_settings(settings, HTTP_TIMEOUT=0.3)
     settings.TOKEN_REFRESH_TIMEOUT = 3.0
     standin.delay_next("token.refresh_token", seconds=1.0)
 

@@ -21,7 +21,7 @@ from connectors.exceptions import (
     Unauthorized,
 )
 from connectors.ratelimit import Pace
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, connector_settings
 
 URL = "https://discord.test/api/v10/users/@me"
 TOKEN = "user-access-token-value"
@@ -53,7 +53,7 @@ def session(clock):
 @pytest.fixture
 def api(settings, clock, monkeypatch):
     """The module's shared adapter, on the same clock."""
-    settings.DISCORD_API_BASE_URL = "https://discord.test/api/v10"
+    connector_settings(settings, API_BASE_URL="https://discord.test/api/v10")
     monkeypatch.setattr(client._adapter, "pace", Pace("discord", clock=clock.time, sleep=clock.sleep))
     with responses.RequestsMock() as mock:
         yield mock
@@ -230,7 +230,7 @@ def test_each_request_names_the_bot_as_discord_asks_and_carries_a_timeout(api, s
     request = api.calls[0].request
     assert request.headers["User-Agent"].startswith("DiscordBot (")
     assert request.headers["Authorization"] == f"Bearer {TOKEN}"
-    assert request.req_kwargs["timeout"] == settings.DISCORD_HTTP_TIMEOUT
+    assert request.req_kwargs["timeout"] == settings.CONNECTORS["discord"]["HTTP_TIMEOUT"]
 
 
 @pytest.mark.parametrize(
@@ -370,7 +370,7 @@ def test_proxy_variables_in_the_environment_do_not_divert_discord_calls(standin,
 
 
 def test_discord_calls_go_through_the_discord_proxy_setting(standin, settings, monkeypatch):
-    settings.DISCORD_PROXY = "http://127.0.0.1:9"
+    connector_settings(settings, PROXY="http://127.0.0.1:9")
     monkeypatch.setattr(client, "_local", threading.local())
 
     with pytest.raises(ProviderUnavailable, match="could not be reached"):

@@ -1,7 +1,8 @@
 """A permission bit set read back as the names Discord's portal shows."""
 
 from connectors.discord.permissions import DEFAULT_PERMISSIONS
-from connectors.registry import Connector, registry
+from connectors.base import Connector
+from connectors.registry import registry
 
 discord = registry.get("appmixer:discord")
 
