@@ -132,7 +132,7 @@ class AccountServer(models.Model):
 
     @property
     def permission_names(self):
-        """What the bot may do here, as the account's connector names it (empty if it names nothing)."""
+        """What the app may do here, as the account's connector names it (empty if it names nothing)."""
         try:
             return self.account.connector.describe_permissions(self.permissions)
         except UnknownConnector:

@@ -40,3 +40,8 @@ class Registry:
 
 
 registry = Registry()
+
+
+def service_id_help():
+    """The commands' help for a service id argument: the ids registered here."""
+    return "The connector's service id: " + ", ".join(sorted(registry.connectors)) + "."

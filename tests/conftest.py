@@ -125,3 +125,23 @@ def standin(_standin_server, settings, db):
     }
     store_standin_credentials(server.app)
     return server
+
+
+@pytest.fixture
+def fake_connector(standin, settings):
+    """A connector with nothing but the contract's defaults, registered beside Discord for one test."""
+    from connectors.registry import registry
+    from tests.helpers import FakeConnector
+
+    settings.CONNECTORS = {
+        **settings.CONNECTORS,
+        "fake": {
+            "AUTHORIZE_URL": standin.authorize_url,
+            "TOKEN_URL": standin.api_base_url + "/oauth2/token",
+            "PROFILE_URL": standin.api_base_url + "/users/@me",
+            "HTTP_TIMEOUT": 2.0,
+        },
+    }
+    connector = registry.register(FakeConnector())
+    yield connector
+    registry.unregister(connector.service_id)

@@ -4,19 +4,28 @@ import os
 import select
 import subprocess
 import sys
+from dataclasses import dataclass
 from datetime import timedelta
+from io import StringIO
 from pathlib import Path
+from typing import Callable
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 import requests
 from django import forms
 from django.contrib.auth.models import Permission
+from django.core.management import call_command
 from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import escape
 
+from connectors.base import ConfigField, Connector
+from connectors.config import config_update
+from connectors.exceptions import NeedsReconnect
 from connectors.models import ConnectedAccount, ConnectorConfig, ConnectorValue
+from connectors.tokens import fresh_access_token
 from tests.conftest import BOT_TOKEN, CLIENT_ID, CLIENT_SECRET, SERVICE_ID
 
 
@@ -258,4 +267,202 @@ def form_data(page, **changes):
 def grant(user, *codenames):
     user.user_permissions.add(
         *Permission.objects.filter(content_type__app_label="connectors", codename__in=codenames)
+    )
+
+
+# The connector test kit. Every connector's tests subclass ConnectorConformance
+# and give it a ``harness`` fixture: what the kit needs to know of the
+# provider's stand-in. The kit then proves, through the real views, the token
+# service and the commands, what every connector owes: the flow, the refresh,
+# the revocation, the credentials check and the masking of secrets.
+
+
+@dataclass
+class ProviderHarness:
+    """A connector and the hands the kit needs on its provider's stand-in."""
+
+    connector: Connector
+    # Credentials the stand-in accepts; the kit stores them.
+    values: dict
+    # The same with a secret the stand-in refuses.
+    wrong_values: dict
+    # The person consents (or cancels) on the authorize URL; returns where
+    # the provider sends the browser back.
+    approve: Callable[[str], str]
+    cancel: Callable[[str], str]
+    # Whether the provider still honours the account's grant.
+    grant_alive: Callable[[ConnectedAccount], bool]
+    # The person removes the app at the provider.
+    remove_app: Callable[[ConnectedAccount], None]
+
+
+class ConnectorConformance:
+    """What every connector owes, whatever its provider; subclassed once per connector."""
+
+    def connect(self, client, harness):
+        connector = harness.connector
+        start = client.get(reverse("oauth-connect", args=[connector.provider]))
+        assert start.status_code == 302, start.content
+        assert start["Location"].startswith(connector.authorize_url)
+        return client.get(_local(harness.approve(start["Location"]), connector))
+
+    @pytest.fixture
+    def stored(self, harness):
+        config_update(service_id=harness.connector.service_id, values=harness.values)
+        return harness
+
+    def test_connect_stores_one_account_with_its_tokens_encrypted(self, stored, client_alice):
+        answer = self.connect(client_alice, stored)
+        assert answer.status_code == 302 and answer["Location"] == reverse("accounts")
+        account = ConnectedAccount.objects.get(service_id=stored.connector.service_id)
+        assert account.status == ConnectedAccount.Status.ACTIVE and account.uid
+        assert stored.grant_alive(account)
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT access_token FROM {ConnectedAccount._meta.db_table}")
+            (raw,) = cursor.fetchone()
+        assert account.access_token and account.access_token not in raw
+        page = client_alice.get(reverse("accounts")).content.decode()
+        assert account.uid in page and account.access_token not in page
+        again = self.connect(client_alice, stored)
+        assert again.status_code == 302
+        assert ConnectedAccount.objects.filter(service_id=stored.connector.service_id).count() == 1
+
+    def test_cancel_stores_nothing_and_says_so(self, stored, client_alice):
+        connector = stored.connector
+        start = client_alice.get(reverse("oauth-connect", args=[connector.provider]))
+        page = client_alice.get(_local(stored.cancel(start["Location"]), connector))
+        assert page.status_code == 200
+        assert escape(connector.cancel_message) in page.content.decode()
+        assert not ConnectedAccount.objects.exists()
+
+    def test_a_callback_used_twice_is_refused(self, stored, client_alice):
+        connector = stored.connector
+        start = client_alice.get(reverse("oauth-connect", args=[connector.provider]))
+        callback = _local(stored.approve(start["Location"]), connector)
+        assert client_alice.get(callback).status_code == 302
+        assert client_alice.get(callback).status_code == 400
+        assert ConnectedAccount.objects.count() == 1
+
+    def test_an_expiring_token_is_refreshed_and_the_new_one_stored(self, stored, client_alice):
+        self.connect(client_alice, stored)
+        account = ConnectedAccount.objects.get()
+        old = account.access_token
+        ConnectedAccount.objects.filter(pk=account.pk).update(expires_at=timezone.now())
+        fresh = fresh_access_token(account)
+        assert fresh != old
+        stored_now = ConnectedAccount.objects.get(pk=account.pk)
+        assert stored_now.access_token == fresh and stored_now.refreshed_at is not None
+        assert stored.grant_alive(stored_now)
+
+    def test_a_grant_removed_at_the_provider_asks_for_a_reconnect(self, stored, client_alice):
+        self.connect(client_alice, stored)
+        account = ConnectedAccount.objects.get()
+        stored.remove_app(account)
+        ConnectedAccount.objects.filter(pk=account.pk).update(expires_at=timezone.now())
+        with pytest.raises(NeedsReconnect):
+            fresh_access_token(account)
+        account.refresh_from_db()
+        assert account.status == ConnectedAccount.Status.NEEDS_RECONNECT
+        assert account.status_reason == stored.connector.reconnect_reason
+        page = client_alice.get(reverse("accounts")).content.decode()
+        assert "Reconnect</a>" in page
+
+    def test_disconnect_deletes_the_account_and_ends_the_grant_or_says_how(self, stored, client_alice):
+        connector = stored.connector
+        self.connect(client_alice, stored)
+        account = ConnectedAccount.objects.get()
+        page = client_alice.post(reverse("account-disconnect", args=[account.pk]), follow=True)
+        assert not ConnectedAccount.objects.exists()
+        if type(connector).revoke is Connector.revoke:
+            assert escape(connector.revoke_hint) in page.content.decode()
+        else:
+            assert not stored.grant_alive(account)
+
+    def test_the_credentials_check_passes_good_values_and_names_a_bad_secret(self, stored, admin_client):
+        connector = stored.connector
+        config = ConnectorConfig.objects.get(service_id=connector.service_id)
+        change = admin_client.get(reverse("admin:connectors_connectorconfig_change", args=[config.pk]))
+        button = reverse("admin:connectors_connectorconfig_test_credentials", args=[config.pk])
+        if not connector.can_check_credentials:
+            assert button not in change.content.decode()
+            assert admin_client.post(button).status_code == 302
+            return
+        assert button in change.content.decode()
+        good = connector.check_credentials(stored.values)
+        assert good and all(result.ok for result in good), good
+        bad = connector.check_credentials(stored.wrong_values)
+        assert not all(result.ok for result in bad), bad
+        said = " ".join(f"{result.detail} {result.hint}" for result in bad)
+        for key in connector.secret_keys:
+            assert stored.wrong_values[key] not in said and stored.values[key] not in said
+        page = admin_client.post(button)
+        assert page.status_code == 200 and "Test credentials" in page.content.decode()
+
+    def test_secrets_are_masked_in_the_admin_and_the_commands(self, stored, admin_client):
+        connector = stored.connector
+        config = ConnectorConfig.objects.get(service_id=connector.service_id)
+        page = admin_client.get(reverse("admin:connectors_connectorconfig_change", args=[config.pk]))
+        out = StringIO()
+        call_command("show_connector", connector.service_id, stdout=out)
+        raw = raw_values()
+        for key in connector.secret_keys:
+            secret = stored.values[key]
+            assert secret[:-4] not in page.content.decode()
+            assert secret[:-4] not in out.getvalue()
+            assert secret not in str(raw)
+
+
+def _local(url, connector):
+    """The callback URL the provider sent the browser to, as a path of this site."""
+    parts = urlsplit(url)
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == connector.redirect_url()
+    return f"{parts.path}?{parts.query}"
+
+
+class FakeConnector(Connector):
+    """A connector that declares only what it must, for the core's tests: every hook is the base's.
+
+    Its provider is the Discord stand-in's OAuth2 endpoints seen as plain
+    RFC 6749; the stand-in's client credentials are its own.
+    """
+
+    service_id = "test:fake"
+    provider = "fake"
+    name = "Fakeprovider"
+    fields = (
+        ConfigField(key="clientId", label="Client ID"),
+        ConfigField(key="clientSecret", label="Client secret", secret=True),
+        ConfigField(key="scopes", label="Scopes", default="identify"),
+    )
+
+
+def standin_harness(standin, connector, values):
+    """The harness of a connector whose provider is the Discord stand-in (Discord's, the fake's)."""
+    standin.app.redirect_uris = [connector.redirect_url()]
+
+    def decide_on(action):
+        return lambda authorize_url: decide(standin, authorize_url, action=action)
+
+    def grant_alive(account):
+        return standin.refresh_token_valid(account.refresh_token) or standin.access_token_valid(
+            account.access_token
+        )
+
+    def remove_app(account):
+        answer = requests.post(
+            standin.api_base_url + "/oauth2/token/revoke",
+            data={"token": account.refresh_token},
+            auth=(standin.app.client_id, standin.app.client_secret),
+            timeout=5,
+        )
+        assert answer.status_code == 200
+
+    return ProviderHarness(
+        connector=connector,
+        values=values,
+        wrong_values={**values, "clientSecret": "not-the-secret-" + "x" * 24},
+        approve=decide_on("authorize"),
+        cancel=decide_on("cancel"),
+        grant_alive=grant_alive,
+        remove_app=remove_app,
     )

@@ -3,7 +3,7 @@ from django.core.management.base import BaseCommand, CommandError
 from connectors.breaker import Breaker
 from connectors.config import config_values
 from connectors.exceptions import ConnectorError
-from connectors.registry import registry
+from connectors.registry import registry, service_id_help
 
 
 class Command(BaseCommand):
@@ -14,7 +14,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("service_id", help="The connector's service id, e.g. appmixer:discord.")
+        parser.add_argument("service_id", help=service_id_help())
 
     def handle(self, *args, service_id, **options):
         try:

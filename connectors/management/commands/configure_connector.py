@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from connectors.audit import command_done
 from connectors.config import config_update
 from connectors.exceptions import ConnectorError, InvalidConfiguration
-from connectors.registry import registry
+from connectors.registry import registry, service_id_help
 
 
 def split_pair(option, text):
@@ -43,7 +43,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("service_id", help="The connector's service id, e.g. appmixer:discord.")
+        parser.add_argument("service_id", help=service_id_help())
         parser.add_argument(
             "--set",
             dest="set_pairs",

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from connectors.config import config_summary
 from connectors.exceptions import ConnectorError
-from connectors.registry import registry
+from connectors.registry import registry, service_id_help
 
 
 class Command(BaseCommand):
@@ -15,7 +15,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("service_id", help="The connector's service id, e.g. appmixer:discord.")
+        parser.add_argument("service_id", help=service_id_help())
         parser.add_argument(
             "--json", dest="as_json", action="store_true", help="Print one JSON object, for scripts."
         )

@@ -1,0 +1,51 @@
+"""The contract's defaults: a connector that declares only its identity, fields and URLs works.
+
+The fake connector overrides no hook; it runs the test kit every connector
+runs, beside Discord, through the same views, token service and commands.
+"""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from connectors.base import Connector
+from tests.helpers import ConnectorConformance, standin_harness
+
+
+class TestFakeConnectorConformance(ConnectorConformance):
+    @pytest.fixture
+    def harness(self, standin, fake_connector):
+        app = standin.app
+        return standin_harness(
+            standin, fake_connector, {"clientId": app.client_id, "clientSecret": app.client_secret}
+        )
+
+
+def test_every_connector_offers_its_own_connect_button(client_alice, fake_connector, configured):
+    from connectors.config import config_update
+
+    config_update(service_id=fake_connector.service_id, values={"clientId": "fake-id", "clientSecret": "fake-secret-0123"})
+    page = client_alice.get("/accounts/").content.decode()
+    assert 'href="/auth/discord/connect">Connect Discord account</a>' in page
+    assert 'href="/auth/fake/connect">Connect Fakeprovider account</a>' in page
+    assert "Sign in with Fakeprovider." in page
+
+
+CORE = Path(__file__).resolve().parents[2]
+
+
+def _core_sources():
+    yield from sorted((CORE / "connectors").glob("*.py"))
+    yield from sorted((CORE / "connectors" / "management" / "commands").glob("*.py"))
+    yield from sorted((CORE / "templates").rglob("*.html"))
+
+
+def test_every_hook_the_core_calls_is_declared_on_the_base_class():
+    """Reading ``connector.<name>`` anywhere in the core names a part of the contract."""
+    used = set()
+    for source in _core_sources():
+        used |= set(re.findall(r"\bconnector\.([a-z_]+)", source.read_text()))
+    assert used, "the scan found no use of a connector"
+    undeclared = sorted(name for name in used if not hasattr(Connector, name))
+    assert not undeclared, f"the core uses hooks the contract does not declare: {undeclared}"
