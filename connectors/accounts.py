@@ -127,9 +127,14 @@ def profile_fields(profile):
     return fields
 
 
+@sensitive_variables("server", "token")
 def server_fields(server):
     granted = server.get("permissions_granted") is True
+    token = server.get("token")
+    if not (token is None or isinstance(token, str)):
+        raise _refused("the server's token is not text")
     return {
+        "token": token or "",
         "server_id": column_text(AccountServer, "server_id", server.get("id"), required=True),
         "name": column_text(AccountServer, "name", server.get("name")),
         "permissions": column_text(AccountServer, "permissions", server.get("permissions")),

@@ -333,6 +333,10 @@ class AccountServerInline(admin.TabularInline):
     def has_add_permission(self, request, obj=None):
         return False
 
+    def get_queryset(self, request):
+        """A server's token is never shown, so never decrypted."""
+        return super().get_queryset(request).defer("token")
+
     @admin.display(description="Permissions")
     def permission_names(self, obj):
         """Named by the account's connector; the raw value when it names nothing."""

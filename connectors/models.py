@@ -118,6 +118,9 @@ class AccountServer(models.Model):
     permissions_source = models.CharField(
         max_length=10, choices=Source.choices, default=Source.REQUESTED
     )
+    # What the app acts with there, when the provider issues a token per
+    # place; empty when the connector's own credentials serve everywhere.
+    token = EncryptedTextField(blank=True, default="")
     added_at = models.DateTimeField()
 
     class Meta:

@@ -12,6 +12,7 @@ from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
+from django.db.models import Prefetch
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -33,7 +34,7 @@ from .exceptions import (
 )
 from .flow import flow_finish, flow_start
 from .middleware import busy_response
-from .models import ConnectedAccount
+from .models import AccountServer, ConnectedAccount
 from .registry import registry
 
 logger = logging.getLogger("connectors.flow")
@@ -100,7 +101,8 @@ def accounts(request):
     connected = (
         ConnectedAccount.objects.filter(user=request.user)
         .defer("access_token", "refresh_token")
-        .prefetch_related("servers")
+        # A server's token is never shown: not even decrypted.
+        .prefetch_related(Prefetch("servers", AccountServer.objects.defer("token")))
     )
     connectors = list(registry)
     return render(

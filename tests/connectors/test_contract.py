@@ -49,3 +49,25 @@ def test_every_hook_the_core_calls_is_declared_on_the_base_class():
     assert used, "the scan found no use of a connector"
     undeclared = sorted(name for name in used if not hasattr(Connector, name))
     assert not undeclared, f"the core uses hooks the contract does not declare: {undeclared}"
+
+
+def test_a_token_the_provider_issues_per_server_is_stored_encrypted_and_never_shown(client_alice, alice, fake_connector):
+    from django.db import connection
+
+    from connectors.accounts import account_connect
+    from connectors.models import AccountServer
+
+    server_token = "per-server-token-" + "z" * 30
+    account_connect(
+        user=alice,
+        connector=fake_connector,
+        token={"access_token": "user-token-" + "a" * 30, "token_type": "Bearer", "expires_in": 3600},
+        profile={"uid": "U1", "username": "fay"},
+        server={"id": "T1", "name": "Fay's workspace", "token": server_token},
+    )
+    assert AccountServer.objects.get().token == server_token
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT token FROM {AccountServer._meta.db_table}")
+        assert server_token not in cursor.fetchone()[0]
+    page = client_alice.get("/accounts/").content.decode()
+    assert "Fay&#x27;s workspace" in page and server_token not in page
