@@ -98,6 +98,12 @@ CONNECTORS = {
         # Where avatars on the accounts page come from.
         "CDN_URL": env.str("DISCORD_CDN_URL", default="https://cdn.discordapp.com").rstrip("/"),
     },
+    "slack": {
+        "API_BASE_URL": env.str("SLACK_API_BASE_URL", default="https://slack.com/api").rstrip("/"),
+        "AUTHORIZE_URL": env.str("SLACK_AUTHORIZE_URL", default="https://slack.com/oauth/v2/authorize"),
+        "HTTP_TIMEOUT": env.float("SLACK_HTTP_TIMEOUT", default=10.0),
+        "PROXY": env.str("SLACK_PROXY", default=""),
+    },
 }
 
 # The local Discord stand-in (discord_standin), for development only:
@@ -172,6 +178,7 @@ INSTALLED_APPS = [
     # Before staticfiles, so that its runserver (which can start the local
     # Discord stand-in) takes precedence.
     "connectors.discord",
+    "connectors.slack",
     "django.contrib.staticfiles",
     "csp",
 ]

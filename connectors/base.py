@@ -248,16 +248,20 @@ class Connector:
             raise ProviderError(f"{self.name} answered HTTP {status} with a body that is not JSON.")
         return body
 
-    @sensitive_variables("headers")
-    def call(self, method, url, **kwargs):
-        """One request to the provider, its failures typed; the JSON body of the answer."""
+    @sensitive_variables("kwargs")
+    def request(self, method, url, **kwargs):
+        """One request to the provider through ``session``; transport failures typed, the answer as it came."""
         try:
-            response = self.session().request(method, url, timeout=self.http_timeout, **kwargs)
+            return self.session().request(method, url, timeout=self.http_timeout, **kwargs)
         except requests.Timeout:
             raise ProviderUnavailable(f"{self.name} did not answer in time.") from None
         except requests.ConnectionError:
             raise ProviderUnavailable(f"{self.name} could not be reached.") from None
-        return self.raise_for_response(response)
+
+    @sensitive_variables("kwargs")
+    def call(self, method, url, **kwargs):
+        """One request to the provider; the JSON body of a good answer, a typed error otherwise."""
+        return self.raise_for_response(self.request(method, url, **kwargs))
 
     def token_answer(self, body):
         """The token answer (exchange and refresh) as RFC 6749 shapes it, for oauthlib to read.

@@ -111,7 +111,7 @@ class AccountServer(models.Model):
         REQUESTED = "requested", "requested (the provider did not say)"
 
     permissions = models.CharField(
-        max_length=32, blank=True, help_text="What the app may do there, as the provider encodes it."
+        max_length=500, blank=True, help_text="What the app may do there, as the provider encodes it."
     )
     # Where ``permissions`` comes from: the provider's word, or, when it said
     # nothing, what was asked for; never the redirect URL, which the person can edit.

@@ -92,6 +92,18 @@ def configured(db, discord_values):
 
 
 @pytest.fixture
+def all_configured(configured):
+    """Every registered connector configured (Discord with the values above)."""
+    from connectors.registry import registry
+
+    slack = {"clientId": "2141029472.691202649728", "clientSecret": "e1b9e11dfcd19c1982d5de12921e17e8",
+             "signingSecret": "8f742231b10e8888abcd99e0c67291ac"}
+    config_update(service_id="appmixer:slack", values=slack)
+    assert {connector.service_id for connector in registry} == {SERVICE_ID, "appmixer:slack"}
+    return configured
+
+
+@pytest.fixture
 def wrong_key(settings, configured):
     """The values were written under one key; the application now runs with another."""
     from cryptography.fernet import Fernet

@@ -13,6 +13,7 @@ from django.test import Client
 
 from connectors.discord.connector import avatar_url
 from connectors.exceptions import RateLimited
+from connectors.registry import registry
 from tests.helpers import assert_strict_policies, config_admin_url, connect
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -50,7 +51,10 @@ def test_forms_may_lead_to_the_consent_page_and_nowhere_else(client_alice, stand
     consent = urlsplit(standin.authorize_url)
     assert urlsplit(response["Location"]).netloc == consent.netloc
     csp = assert_strict_policies(response)
-    assert csp["form-action"] == ["'self'", f"{consent.scheme}://{consent.netloc}"]
+    # Each connector's consent page, and nothing else.
+    origins = {f"{url.scheme}://{url.netloc}" for url in (urlsplit(c.authorize_url) for c in registry)}
+    assert f"{consent.scheme}://{consent.netloc}" in origins and len(origins) == len(list(registry))
+    assert csp["form-action"] == ["'self'", *sorted(origins)]
 
 
 def test_the_flow_result_page(client_alice, standin):
@@ -90,7 +94,7 @@ def test_the_405_response(client_alice):
     assert_strict_policies(response)
 
 
-def test_the_403_page(admin_client, configured):
+def test_the_403_page(admin_client, all_configured):
     response = admin_client.get("/admin/connectors/connectorconfig/add/")
     assert response.status_code == 403
     assert "Not allowed" in response.content.decode()

@@ -111,7 +111,7 @@ def test_values_saved_through_the_admin_round_trip(admin_client, db):
     assert history() == ["Added. Changed clientId, clientSecret and botToken."]
 
 
-def test_there_is_nothing_to_add_once_every_connector_is_configured(admin_client, configured):
+def test_there_is_nothing_to_add_once_every_connector_is_configured(admin_client, all_configured):
     assert admin_client.get(ADD).status_code == 403
     assert ADD not in admin_client.get(CHANGELIST).content.decode()
 
