@@ -101,7 +101,7 @@ def wrong_key(settings, configured):
 
 @pytest.fixture(scope="session")
 def _standin_server():
-    from discord_standin import StandIn
+    from standin.discord import StandIn
 
     with StandIn() as server:
         yield server

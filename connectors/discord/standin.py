@@ -2,7 +2,7 @@
 
 from connectors.config import config_update
 from connectors.registry import registry
-from discord_standin import DEFAULT_APP, StandIn
+from standin.discord import DEFAULT_APP, StandIn
 
 from .connector import DiscordConnector
 

@@ -14,7 +14,7 @@ from connectors.config import config_values
 from connectors.discord.management.commands.runserver import Command as RunserverCommand
 from connectors.models import ConnectorConfig
 from connectors.registry import registry
-from discord_standin import DEFAULT_APP
+from standin.discord import DEFAULT_APP
 from tests.conftest import SERVICE_ID
 
 
