@@ -64,6 +64,29 @@ def test_with_the_emulator_off_the_stand_in_is_not_installed_and_runserver_is_th
     assert found["classes"][0] == "connectors.management.commands.runserver"
 
 
+def test_production_code_never_imports_the_stand_in():
+    found = in_django(
+        """
+        import importlib
+        import pkgutil
+        import sys
+
+        imported = []
+        for name in ("backoffice", "connectors"):
+            package = importlib.import_module(name)
+            for module in pkgutil.walk_packages(package.__path__, f"{name}."):
+                importlib.import_module(module.name)
+                imported.append(module.name)
+        standin = sorted(name for name in sys.modules if name.split(".")[0] == "standin")
+        print(json.dumps({"imported": imported, "standin": standin}))
+        """,
+        **PRODUCTION, DISCORD_EMULATOR="false",
+    )
+    assert {"backoffice.urls", "backoffice.wsgi", "connectors.views", "connectors.discord.connector",
+            "connectors.management.commands.runserver"} <= set(found["imported"])
+    assert found["standin"] == []
+
+
 def test_pages_say_plainly_when_they_talk_to_the_stand_in():
     page = in_django(
         """
