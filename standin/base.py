@@ -26,7 +26,7 @@ import html
 import threading
 import time
 from http import HTTPStatus
-from typing import Any, Callable
+from typing import Any, Callable, Self
 
 from .wire import Answer, Request, Server, json_answer
 
@@ -63,7 +63,7 @@ class ProviderStandIn:
 
     # lifecycle
 
-    def start(self):
+    def start(self) -> Self:
         self._bind()
         if self._thread is None:
             self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
@@ -81,7 +81,7 @@ class ProviderStandIn:
             thread.join(5)
         httpd.close_all()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
