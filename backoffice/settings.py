@@ -106,7 +106,7 @@ CONNECTORS = {
     },
 }
 
-# The local Discord stand-in (discord_standin), for development only:
+# The local Discord stand-in (the standin app), for development only:
 # runserver starts it and points every Discord URL at it.
 DISCORD_EMULATOR = env.bool("DISCORD_EMULATOR", default=False)
 DISCORD_EMULATOR_PORT = env.int("DISCORD_EMULATOR_PORT", default=8001)
@@ -174,9 +174,9 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "encrypted_model_fields",
+    # Before staticfiles, so that its runserver (which warns when
+    # PUBLIC_BASE_URL is elsewhere) takes precedence.
     "connectors",
-    # Before staticfiles, so that its runserver (which can start the local
-    # Discord stand-in) takes precedence.
     "connectors.discord",
     "connectors.slack",
     "django.contrib.staticfiles",
@@ -213,11 +213,15 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "connectors.context_processors.discord_standin",
             ],
         },
     },
 ]
+
+if DISCORD_EMULATOR:
+    # Before connectors, so that its runserver, which also starts the stand-in, wins.
+    INSTALLED_APPS.insert(INSTALLED_APPS.index("connectors"), "standin")
+    TEMPLATES[0]["OPTIONS"]["context_processors"].append("standin.context_processors.banner")
 
 WSGI_APPLICATION = "backoffice.wsgi.application"
 

@@ -29,7 +29,7 @@ def command_line():
 @contextmanager
 def standin(rate=None):
     """The stand-in's base URL while it runs; ``rate`` limits it to so many requests a second."""
-    command = [sys.executable, "-m", "discord_standin", "--port", "0"]
+    command = [sys.executable, "-m", "standin.discord", "--port", "0"]
     if rate:
         command += ["--rate-limit", str(rate)]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)

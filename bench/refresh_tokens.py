@@ -82,7 +82,7 @@ class Bench:
     def __init__(self, base_url, *, workers, batch_size):
         import requests
 
-        from connectors.discord.standin import store_standin_credentials
+        from standin.dev import store_standin_credentials
 
         self.base_url = base_url
         self.workers = workers

@@ -210,8 +210,8 @@ class Suite:
         import requests
         from django.contrib.auth import get_user_model
 
-        from connectors.discord.standin import store_standin_credentials
         from connectors.models import ConnectedAccount, ConnectorConfig
+        from standin.dev import store_standin_credentials
 
         if ConnectedAccount.objects.exists():
             raise SystemExit("the database already holds accounts; use an empty database.")

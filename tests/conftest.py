@@ -4,7 +4,7 @@ import socket
 import pytest
 
 from connectors.config import config_update
-from connectors.discord.standin import store_standin_credentials
+from standin.dev import store_standin_credentials
 
 SERVICE_ID = "appmixer:discord"
 
@@ -111,9 +111,17 @@ def wrong_key(settings, configured):
     settings.FIELD_ENCRYPTION_KEY = [Fernet.generate_key().decode()]
 
 
+@pytest.fixture
+def dev_mode(settings):
+    """DEBUG on, and Connect coming back to runserver's default address, as `make run` sets them."""
+    settings.DEBUG = True
+    settings.PUBLIC_BASE_URL = "http://127.0.0.1:8000"
+    return settings
+
+
 @pytest.fixture(scope="session")
 def _standin_server():
-    from discord_standin import StandIn
+    from standin.discord import StandIn
 
     with StandIn() as server:
         yield server

@@ -9,6 +9,7 @@ from datetime import timedelta
 from io import StringIO
 from pathlib import Path
 from typing import Callable
+from unittest import mock
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
@@ -192,6 +193,41 @@ def sweeps_side_by_side(standin, *arguments, count=2, env=None):
             if process.poll() is None:
                 process.kill()
     return [(process.returncode, out, err) for process, (out, err) in zip(runs, outputs)]
+
+
+KEY = "u0w1mPrwPqFsoWcqZ3TL5Lr2b7MmFVpVb4C6jkd5DDg="
+
+PRODUCTION = {
+    "DEBUG": "false",
+    "SECRET_KEY": "a-long-production-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+    "FIELD_ENCRYPTION_KEY": KEY,
+    "PUBLIC_BASE_URL": "https://backoffice.example.com",
+    "ALLOWED_HOSTS": "backoffice.example.com",
+}
+
+
+def manage(*args, **env):
+    """Run manage.py with only the given environment, as a deploy script would."""
+    base = {"PATH": os.environ["PATH"], "ENV_FILE": "", "DATABASE_URL": "sqlite:///:memory:"}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def runserver(command_class, address, *, while_serving=lambda: None):
+    """`manage.py runserver --noreload` up to where it would serve; `while_serving` runs there."""
+    command = command_class()
+    out, err = StringIO(), StringIO()
+    # runserver closes the connections before serving: the test's transaction needs its own.
+    with mock.patch("django.core.management.commands.runserver.run", lambda *a, **k: while_serving()), \
+            mock.patch("django.core.management.commands.runserver.connections", mock.Mock(all=lambda **kwargs: [])):
+        call_command(command, address, "--noreload", "--skip-checks", stdout=out, stderr=err)
+    return command, out.getvalue(), err.getvalue()
 
 
 def read_line(process, *, timeout):

@@ -6,34 +6,10 @@ import shlex
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-KEY = "u0w1mPrwPqFsoWcqZ3TL5Lr2b7MmFVpVb4C6jkd5DDg="
-
-
-def manage(*args, **env):
-    """Run manage.py with only the given environment, as a deploy script would."""
-    base = {"PATH": os.environ["PATH"], "ENV_FILE": "", "DATABASE_URL": "sqlite:///:memory:"}
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=REPO,
-        env={**base, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-PRODUCTION = {
-    "DEBUG": "false",
-    "SECRET_KEY": "a-long-production-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
-    "FIELD_ENCRYPTION_KEY": KEY,
-    "PUBLIC_BASE_URL": "https://backoffice.example.com",
-    "ALLOWED_HOSTS": "backoffice.example.com",
-}
+from tests.helpers import KEY, PRODUCTION, REPO, manage
 
 
 @pytest.mark.parametrize("missing", ["SECRET_KEY", "FIELD_ENCRYPTION_KEY"])

@@ -10,7 +10,7 @@ from cryptography.fernet import Fernet
 from django.views.debug import get_default_exception_reporter_filter
 
 from connectors.debug import SecretsFilter, SecretsReporter
-from connectors.discord.standin import store_standin_credentials
+from standin.dev import store_standin_credentials
 from tests.conftest import BOT_TOKEN, CLIENT_ID, CLIENT_SECRET
 from tests.helpers import decide, finish, start
 

@@ -121,7 +121,7 @@ def audit(standin, monkeypatch, caplog):
     recorder = Audit(standin)
     monkeypatch.setattr(standin, "_token_body", recorder._recording_body)
     caplog.set_level(logging.DEBUG)
-    for name in ("connectors", "django", "django.request", "django.db.backends", "discord_standin"):
+    for name in ("connectors", "django", "django.request", "django.db.backends", "standin"):
         caplog.set_level(logging.DEBUG, logger=name)
     return recorder
 

@@ -11,8 +11,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from discord_standin import DEFAULT_APP, StandIn
-from discord_standin.server import bucket_of
+from standin.discord import DEFAULT_APP, StandIn
+from standin.discord.ratelimit import bucket_of
 
 REDIRECT = "http://app.test/auth/discord/callback"
 CLIENT = (DEFAULT_APP.client_id, DEFAULT_APP.client_secret)

@@ -6,11 +6,11 @@ import argparse
 import signal
 import threading
 
-from discord_standin.server import StandIn
+from standin.discord import StandIn
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m discord_standin", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m standin.discord", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--rate-limit", type=float, default=None, metavar="PER_SECOND",
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Discord stand-in (not Discord) on {standin.base_url}")
     print(f"  DISCORD_AUTHORIZE_URL={standin.authorize_url}")
     print(f"  DISCORD_API_BASE_URL={standin.api_base_url}")
-    print(f"  client id: {standin.app.client_id}  (secret and bot token: discord_standin.DEFAULT_APP)")
+    print(f"  client id: {standin.app.client_id}  (secret and bot token: standin.discord.DEFAULT_APP)")
     print(f"  control API: {standin.base_url}/_standin/...   Ctrl-C to stop", flush=True)
     try:
         threading.Event().wait()

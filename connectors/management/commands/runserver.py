@@ -1,36 +1,22 @@
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.contrib.staticfiles.management.commands.runserver import Command as RunserverCommand
-
-from connectors.audit import command_done
-
-from ...connector import DiscordConnector
-from ...standin import standin_start
+from django.contrib.staticfiles.management.commands.runserver import Command as StaticfilesRunserverCommand
 
 WILDCARDS = {"0", "0.0.0.0", "::"}
 
 
-class Command(RunserverCommand):
+class Command(StaticfilesRunserverCommand):
     help = (
-        "Django's development server; with DISCORD_EMULATOR on it also runs the local "
-        "Discord stand-in and stores its credentials under appmixer:discord."
+        "Django's development server; with DEBUG on it warns when PUBLIC_BASE_URL, where "
+        "Connect account sends the browser back, is not the address it serves."
     )
 
     def inner_run(self, *args, **options):
-        # inner_run is the serving process (the autoreloader's child), so what
-        # follows happens exactly once, beside the code it serves.
+        # inner_run is the serving process (the autoreloader's child), so the
+        # warning comes once, beside the code it serves.
         if settings.DEBUG:
             self.warn_if_elsewhere()
-        if settings.DISCORD_EMULATOR:
-            service_id = DiscordConnector.service_id
-            self.standin, changed = standin_start(port=settings.DISCORD_EMULATOR_PORT)
-            if changed:
-                command_done("runserver", f"stored the stand-in's credentials in {service_id}: {', '.join(changed)}")
-            self.stdout.write(
-                f"Local Discord stand-in at {self.standin.base_url} (DISCORD_EMULATOR is on); "
-                f"{service_id} now holds its credentials."
-            )
         super().inner_run(*args, **options)
 
     def warn_if_elsewhere(self):

@@ -1,10 +1,10 @@
 """The Discord connector pointed at the local stand-in: development, tests, benchmarks."""
 
 from connectors.config import config_update
+from connectors.discord.connector import DiscordConnector
 from connectors.registry import registry
-from discord_standin import DEFAULT_APP, StandIn
 
-from .connector import DiscordConnector
+from .discord import DEFAULT_APP, StandIn
 
 
 def store_standin_credentials(app=DEFAULT_APP):

@@ -1,0 +1,306 @@
+"""What every provider's stand-in shares: the request pipeline, its faults, its counts and its control API.
+
+A stand-in is a real HTTP server so that the project's HTTP clients, timeouts,
+retries and keep-alive pools are exercised exactly as against the provider,
+while tests keep full control: who is logged in, which call fails, how slow it
+is, and what was asked. It uses the standard library only, so that a benchmark
+can run it as a process of its own, without Django.
+
+A provider's stand-in names the kinds of request it serves (Discord's
+``token.refresh_token``, say). Fault kinds match by prefix up to a dot:
+``fail_next("token")`` hits any grant type, ``fail_next("token.refresh_token")``
+only refreshes; ``count()`` and ``count_429()`` take a kind the same way.
+
+Slow answers: ``delay_next`` sleeps before the request is handled (nothing
+happened yet when the client gives up); ``delay_answer_next`` handles it first
+and then holds the answer back, as when a provider rotates the tokens of a
+refresh whose answer arrives after the client's timeout.
+
+The control API under ``/_standin`` does over HTTP what the methods do, for a
+stand-in running in another process; each provider adds its own routes.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+from http import HTTPStatus
+from typing import Any, Callable, Self
+
+from .wire import Answer, Request, Server, json_answer
+
+CONTROL_PREFIX = "/_standin"
+
+Routes = dict[str, dict[str, Callable[[Request], Answer]]]
+
+
+def kind_matches(kind: str, wanted: str) -> bool:
+    return kind == wanted or kind.startswith(wanted + ".")
+
+
+class ProviderStandIn:
+    """A provider's stand-in: what it serves is the subclass's; every piece of mutable state is behind `_lock`.
+
+    A subclass sets `provider` (the name its pages disclaim), `page_css`,
+    `server_version` and `request_kinds`, adds its routes to `_build_routes`,
+    says what kind each request is (`kind_of`) and how it answers an error
+    (`error_answer`), and calls `reset()` once its own state is in place.
+    """
+
+    provider = "Provider"
+    page_css = ""
+    server_version = "StandIn/1.0"
+    request_kinds: tuple[str, ...] = ()
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self._lock = threading.RLock()
+        self._httpd: Server | None = None
+        self._thread: threading.Thread | None = None
+        self._routes = self._build_routes()
+
+    # lifecycle
+
+    def start(self) -> Self:
+        self._bind()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
+                                            name=f"{self.provider.lower()}-standin", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        httpd, thread = self._httpd, self._thread
+        self._httpd, self._thread = None, None
+        if httpd is None:
+            return
+        if thread is not None:
+            httpd.shutdown()
+            thread.join(5)
+        httpd.close_all()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _bind(self) -> None:
+        """Binds lazily so base_url is usable before start() even with port 0."""
+        if self._httpd is None:
+            self._httpd = Server((self.host, self.port), self)
+            self.port = self._httpd.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        if self.port == 0:
+            self._bind()
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def reset(self) -> None:
+        """Forgets what was asked and every queued fault; a subclass resets its own state after this."""
+        with self._lock:
+            self._calls: list[tuple[str, str, str | None]] = []
+            self._counts: dict[str, int] = {}
+            self._faults: list[tuple[str, int]] = []
+            self._delays: list[tuple[str, float]] = []
+            self._late_answers: list[tuple[str, float]] = []
+            self._rate_limited = 0
+            self._rate_limited_counts: dict[str, int] = {}
+
+    # what a subclass says about its provider
+
+    def kind_of(self, request: Request) -> str | None:
+        """The request's kind, which faults, delays and counts are keyed by; None: none of them apply."""
+        return None
+
+    def error_answer(self, status: int) -> Answer:
+        """The provider's own shape of an error with this status (unknown path, injected fault, crash)."""
+        return json_answer(status, {"error": HTTPStatus(status).phrase})
+
+    def admit(self, request: Request, kind: str | None) -> tuple[dict[str, str], Answer | None]:
+        """Headers every answer to this request carries, and the refusal (a 429) that replaces the answer."""
+        return {}, None
+
+    def unrouted(self, request: Request) -> Answer | None:
+        """An answer for a path with no route (a CDN's files, say); None: 404."""
+        return None
+
+    def page(self, status: int, title: str, body_html: str) -> Answer:
+        """An HTML page that cannot be mistaken for the provider's own."""
+        name = html.escape(self.provider)
+        page = (
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)} | Local {name} stand-in (not {name})</title>"
+            f"<style>{self.page_css}</style></head><body>"
+            f"<p class=\"banner\">Local {name} stand-in for development and tests. This is not {name}.</p>"
+            f"<div class=\"card\"><h1>{html.escape(title)}</h1>{body_html}</div></body></html>"
+        )
+        return Answer(status, page.encode(), "text/html; charset=utf-8")
+
+    # fault injection
+
+    def clear_faults(self) -> None:
+        """Drops every fault still queued: the provider is well again."""
+        with self._lock:
+            self._faults.clear()
+            self._delays.clear()
+            self._late_answers.clear()
+
+    def fail_next(self, kind: str, status: int = 500, count: int = 1) -> None:
+        """kind is a request kind or a prefix of one: "token" matches every grant type."""
+        with self._lock:
+            self._faults.extend([(kind, int(status))] * count)
+
+    def delay_next(self, kind: str, seconds: float = 3.0, count: int = 1) -> None:
+        """Sleeps before handling: a client that gives up meanwhile changed nothing."""
+        with self._lock:
+            self._delays.extend([(kind, float(seconds))] * count)
+
+    def delay_answer_next(self, kind: str, seconds: float = 3.0, count: int = 1) -> None:
+        """Handles the request (a refresh rotates the tokens) and only then holds the answer back `seconds`.
+
+        It applies to the next requests of `kind` that reach their handler, not to ones refused by a rate
+        limit or answered by fail_next.
+        """
+        with self._lock:
+            self._late_answers.extend([(kind, float(seconds))] * count)
+
+    # inspection
+
+    @property
+    def calls(self) -> list[tuple[str, str, str | None]]:
+        """(method, path, the kind's part after its first dot: a grant type, say) of every request."""
+        with self._lock:
+            return list(self._calls)
+
+    def count(self, kind: str) -> int:
+        """Exact kind, or a prefix: count("token") sums every grant type."""
+        with self._lock:
+            return sum(n for k, n in self._counts.items() if kind_matches(k, kind))
+
+    def count_429(self, kind: str | None = None) -> int:
+        """429 answers sent: for a kind or prefix as count() takes, or all of them (unknown paths too) with None."""
+        with self._lock:
+            if kind is None:
+                return self._rate_limited
+            return sum(n for k, n in self._rate_limited_counts.items() if kind_matches(k, kind))
+
+    @property
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "counts": {kind: self.count(kind) for kind in self.request_kinds},
+                "calls": len(self._calls),
+                "rate_limited": self._rate_limited,
+                "rate_limited_counts": {kind: self.count_429(kind) for kind in self.request_kinds},
+            }
+
+    # request pipeline
+
+    def handle(self, request: Request) -> Answer:
+        kind = self.kind_of(request)
+        detail = (kind.partition(".")[2] or None) if kind else None
+        with self._lock:
+            self._calls.append((request.method, request.path, detail))
+            if kind:
+                self._counts[kind] = self._counts.get(kind, 0) + 1
+            delay = self._take(self._delays, kind)
+        if delay:
+            time.sleep(delay)
+        admit_headers, refused = self.admit(request, kind)
+        answer = refused or self._answer(request, kind)
+        answer.headers = {**admit_headers, **answer.headers}
+        if answer.status == 429:
+            with self._lock:
+                self._rate_limited += 1
+                if kind:
+                    self._rate_limited_counts[kind] = self._rate_limited_counts.get(kind, 0) + 1
+        if answer.send_after > 0:
+            time.sleep(answer.send_after)
+        return answer
+
+    def _answer(self, request: Request, kind: str | None) -> Answer:
+        with self._lock:
+            status = self._take(self._faults, kind)
+        if status:
+            return self.error_answer(status)
+        methods = self._routes.get(request.path)
+        if methods is None:
+            return self.unrouted(request) or self.error_answer(404)
+        handler = methods.get(request.method)
+        if handler is None:
+            answer = self.error_answer(405)
+            answer.headers["Allow"] = ", ".join(sorted(methods))
+            return answer
+        with self._lock:
+            late = self._take(self._late_answers, kind)
+        answer = handler(request)
+        answer.send_after = late or 0.0
+        return answer
+
+    @staticmethod
+    def _take(queue: list[tuple[str, Any]], kind: str | None) -> Any:
+        if not kind:
+            return None
+        for index, (wanted, value) in enumerate(queue):
+            if kind_matches(kind, wanted):
+                del queue[index]
+                return value
+        return None
+
+    # control API
+
+    def _build_routes(self) -> Routes:
+        return {
+            f"{CONTROL_PREFIX}/reset": {"POST": self._ctl_reset},
+            f"{CONTROL_PREFIX}/fail_next": {"POST": self._ctl_fail_next},
+            f"{CONTROL_PREFIX}/delay_next": {"POST": self._ctl_delay_next},
+            f"{CONTROL_PREFIX}/delay_answer_next": {"POST": self._ctl_delay_answer_next},
+            f"{CONTROL_PREFIX}/clear_faults": {"POST": self._ctl_clear_faults},
+            f"{CONTROL_PREFIX}/stats": {"GET": self._ctl_stats},
+        }
+
+    @staticmethod
+    def _ctl(request: Request, action: Callable[[dict[str, Any]], Any]) -> Answer:
+        """Runs `action` on the JSON body; a body it cannot use is the caller's mistake, a 400."""
+        try:
+            return json_answer(200, action(request.json()))
+        except (ValueError, KeyError, TypeError) as exc:
+            return json_answer(400, {"message": f"bad control request: {exc!r}"})
+
+    def _ctl_reset(self, request: Request) -> Answer:
+        self.reset()
+        return json_answer(200, {})
+
+    def _ctl_fail_next(self, request: Request) -> Answer:
+        def act(data: dict[str, Any]) -> dict[str, Any]:
+            self.fail_next(str(data["kind"]), int(data.get("status", 500)), int(data.get("count", 1)))
+            return {}
+        return self._ctl(request, act)
+
+    def _ctl_delay_next(self, request: Request) -> Answer:
+        def act(data: dict[str, Any]) -> dict[str, Any]:
+            self.delay_next(str(data["kind"]), float(data.get("seconds", 3.0)), int(data.get("count", 1)))
+            return {}
+        return self._ctl(request, act)
+
+    def _ctl_delay_answer_next(self, request: Request) -> Answer:
+        def act(data: dict[str, Any]) -> dict[str, Any]:
+            self.delay_answer_next(str(data["kind"]), float(data.get("seconds", 3.0)), int(data.get("count", 1)))
+            return {}
+        return self._ctl(request, act)
+
+    def _ctl_clear_faults(self, request: Request) -> Answer:
+        self.clear_faults()
+        return json_answer(200, {})
+
+    def _ctl_stats(self, request: Request) -> Answer:
+        return json_answer(200, self.stats())

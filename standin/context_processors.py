@@ -1,0 +1,7 @@
+def banner(request):
+    """Every page says so when it talks to the local stand-in instead of the provider.
+
+    The app is installed only while DISCORD_EMULATOR is on; base.html includes
+    whatever site_banner names, without knowing of stand-ins.
+    """
+    return {"site_banner": "standin/banner.html"}

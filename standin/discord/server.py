@@ -1,0 +1,349 @@
+"""StandIn: the Discord stand-in, its routes and the state tests set up and inspect."""
+
+from __future__ import annotations
+
+import copy
+import html
+import time
+from typing import Any, Iterable
+
+from standin.base import CONTROL_PREFIX, ProviderStandIn, Routes
+from standin.wire import Answer, Request
+
+from .oauth import OAuthEndpoints
+from .ratelimit import RateLimits, check_rate
+from .rest import RestEndpoints, message_answer
+from .state import DEFAULT_APP, DISCORD_EPOCH_MS, App, Code, Grant, Guild, User, new_token
+
+API_PREFIX = "/api/v10"
+REQUEST_KINDS = (
+    "token.authorization_code", "token.refresh_token", "token.client_credentials",
+    "revoke", "users_me", "oauth2_me", "applications_me", "guilds", "authorize",
+)
+API_KINDS = {
+    "/oauth2/token/revoke": "revoke",
+    "/users/@me": "users_me",
+    "/users/@me/guilds": "guilds",
+    "/oauth2/@me": "oauth2_me",
+    "/oauth2/applications/@me": "applications_me",
+}
+
+STANDIN_CSS = (
+    "body{font-family:system-ui,sans-serif;background:#313338;color:#dbdee1;margin:0;padding:2rem 1rem}"
+    ".banner{max-width:28rem;margin:0 auto 1rem;background:#fee;color:#600;border:1px solid #c00;"
+    "border-radius:6px;padding:.5rem .75rem;font-size:.9rem}"
+    ".card{max-width:28rem;margin:0 auto;background:#2b2d31;border-radius:8px;padding:1.5rem;"
+    "box-shadow:0 2px 10px rgba(0,0,0,.3)}"
+    "h1{font-size:1.25rem;color:#f2f3f5;margin:0 0 .25rem}.muted{color:#949ba4;font-size:.875rem}"
+    ".app{display:flex;gap:.75rem;align-items:center;margin-bottom:1rem}"
+    ".logo{width:48px;height:48px;border-radius:50%;background:#5865f2;color:#fff;display:flex;"
+    "align-items:center;justify-content:center;font-weight:700;font-size:1.25rem}"
+    "ul.scopes{list-style:none;padding:0;margin:.5rem 0 1rem}ul.scopes li{padding:.4rem 0;"
+    "border-bottom:1px solid #3f4147}ul.scopes li:before{content:'\\2713  ';color:#23a55a}"
+    "label{display:block;font-size:.75rem;text-transform:uppercase;font-weight:700;color:#b5bac1;"
+    "margin:.5rem 0 .25rem}select{width:100%;padding:.5rem;background:#1e1f22;color:#dbdee1;"
+    "border:0;border-radius:4px}.actions{display:flex;justify-content:flex-end;gap:.5rem;"
+    "margin-top:1.25rem}button{border:0;border-radius:4px;padding:.6rem 1.25rem;font-size:.9rem;"
+    "cursor:pointer}button[value=authorize]{background:#5865f2;color:#fff}"
+    "button[value=cancel]{background:transparent;color:#dbdee1}"
+)
+
+
+class StandIn(OAuthEndpoints, RestEndpoints, ProviderStandIn):
+    """In-process Discord stand-in; every piece of mutable state is behind `_lock`, the rate limits behind theirs."""
+
+    provider = "Discord"
+    page_css = STANDIN_CSS
+    server_version = "DiscordStandIn/1.0"
+    request_kinds = REQUEST_KINDS
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        app: App | None = None,
+        redirect_uris: Iterable[str] | None = None,
+        access_token_ttl: int = 604800,
+        rate_limit: float | None = None,
+        global_limit: float | None = None,
+    ) -> None:
+        super().__init__(host=host, port=port)
+        self.app = app if app is not None else copy.deepcopy(DEFAULT_APP)
+        if redirect_uris is not None:
+            self.app.redirect_uris = list(redirect_uris)
+        self.access_token_ttl = access_token_ttl
+        self.accumulate_scopes = False
+        self._limits = RateLimits(rate_limit, global_limit)
+        self._last_snowflake = 0
+        self.owner = User(id="100000000000000002", username="standin_owner", global_name="Stand-in Owner",
+                          email="owner@standin.invalid")
+        self.reset()
+
+    @property
+    def api_base_url(self) -> str:
+        return self.base_url + API_PREFIX
+
+    @property
+    def authorize_url(self) -> str:
+        return self.base_url + "/oauth2/authorize"
+
+    # state set-up
+
+    def reset(self) -> None:
+        with self._lock:
+            super().reset()
+            self._limits.reset()
+            self._users: dict[str, User] = {self.owner.id: self.owner}
+            self._codes: dict[str, Code] = {}
+            self._grants: list[Grant] = []
+            self._by_access: dict[str, Grant] = {}
+            self._by_refresh: dict[str, Grant] = {}
+            default = self.add_user(id="100000000000000003", username="standin_user", global_name="Stand-in User",
+                                    email="standin_user@standin.invalid",
+                                    guilds=[{"id": "100000000000000004", "name": "Stand-in User's server"}])
+            self._logged_in = default
+
+    def snowflake(self) -> str:
+        with self._lock:
+            ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
+            value = max((ms << 22) | (1 << 17), self._last_snowflake + 1)
+            self._last_snowflake = value
+            return str(value)
+
+    def add_user(
+        self,
+        id: str | None = None,
+        username: str = "alice",
+        global_name: str | None = "Alice",
+        avatar: str | None = None,
+        email: str | None = "alice@example.com",
+        guilds: Iterable[Guild | dict[str, Any] | str] | None = None,
+        verified: bool = True,
+        locale: str = "en-US",
+    ) -> User:
+        """guilds=None gives the user one server they own, so bot installs work out of the box."""
+        with self._lock:
+            user_id = str(id) if id is not None else self.snowflake()
+            if user_id in self._users:
+                raise ValueError(f"user {user_id} exists")
+            user = User(user_id, username, global_name, avatar, email, verified, locale)
+            self._users[user_id] = user
+            if guilds is None:
+                guilds = [{"name": f"{global_name or username}'s server"}]
+            for guild in guilds:
+                self._attach_guild(user, guild)
+            return user
+
+    def _attach_guild(self, user: User, guild: Guild | dict[str, Any] | str) -> None:
+        if isinstance(guild, Guild):
+            user.guilds.append(guild)
+        elif isinstance(guild, str):
+            self.add_guild(user, name=guild)
+        else:
+            self.add_guild(user, **guild)
+
+    def add_guild(
+        self,
+        user: User,
+        id: str | None = None,
+        name: str = "Alice's server",
+        owner: bool = True,
+        permissions: str = "2147483647",
+        icon: str | None = None,
+    ) -> Guild:
+        with self._lock:
+            guild_id = str(id) if id is not None else self.snowflake()
+            owner_id = user.id if owner else self.snowflake()
+            guild = Guild(guild_id, name, owner_id, owner, str(permissions), icon)
+            user.guilds.append(guild)
+            return guild
+
+    def user(self, user_id: str) -> User:
+        with self._lock:
+            return self._users[str(user_id)]
+
+    def login(self, user: User) -> None:
+        with self._lock:
+            self._logged_in = user
+
+    @property
+    def logged_in(self) -> User:
+        with self._lock:
+            return self._logged_in
+
+    def create_grant(
+        self, user: User, scopes: str | Iterable[str] = "identify guilds", expires_in: float | None = None,
+        guild: Guild | None = None,
+    ) -> Grant:
+        """Skips the browser dance, for seeding many accounts at once."""
+        scope_list = tuple(scopes.split()) if isinstance(scopes, str) else tuple(scopes)
+        ttl = self.access_token_ttl if expires_in is None else expires_in
+        with self._lock:
+            return self._new_grant(user, scope_list, ttl, guild=guild)
+
+    def _new_grant(self, user: User, scopes: tuple[str, ...], ttl: float, *, refresh: bool = True,
+                   guild: Guild | None = None, permissions: str = "0") -> Grant:
+        grant = Grant(user, new_token(), new_token() if refresh else None, scopes, time.time() + ttl,
+                      self.app.client_id, guild, permissions)
+        self._grants.append(grant)
+        self._by_access[grant.access_token] = grant
+        if grant.refresh_token:
+            self._by_refresh[grant.refresh_token] = grant
+        return grant
+
+    # fault injection and rate limits (standin.discord.ratelimit says how they behave)
+
+    def clear_faults(self) -> None:
+        """Drops every fault still queued (failures, delays, late answers, forced 429s): Discord is well again."""
+        super().clear_faults()
+        self._limits.clear_forced()
+
+    def rate_limit(self, per_second: float | None = 50) -> None:
+        """Every bucket's limit per (route, Authorization) and second; None: unlimited. Starts fresh windows."""
+        self._limits.set_per_second(per_second)
+
+    def global_limit(self, per_second: float | None = None) -> None:
+        """One limit over all API requests per second, checked before the buckets; None: none."""
+        self._limits.set_global(per_second)
+
+    def rate_limit_next(self, count: int = 1, retry_after: float = 0.05, is_global: bool = True,
+                        scope: str | None = None) -> None:
+        """The next `count` API requests answer 429 with this retry_after, whatever the limits say.
+
+        scope ("user", "global" or "shared") is the X-RateLimit-Scope; by default "global" if is_global.
+        """
+        self._limits.force(count, retry_after, is_global, scope)
+
+    # inspection
+
+    @property
+    def grants(self) -> list[Grant]:
+        """Grants not revoked; the objects are live, so a test may age `expires_at`."""
+        with self._lock:
+            return [g for g in self._grants if not g.revoked]
+
+    def access_token_valid(self, token: str) -> bool:
+        with self._lock:
+            grant = self._by_access.get(token)
+            return grant is not None and grant.access_live(time.time())
+
+    def refresh_token_valid(self, token: str) -> bool:
+        with self._lock:
+            grant = self._by_refresh.get(token)
+            return grant is not None and not grant.revoked
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            now = time.time()
+            return {
+                **super().stats(),
+                **self._limits.limits,
+                "live_grants": sum(1 for g in self._grants if g.access_live(now)),
+                "users": len(self._users),
+            }
+
+    # what the shared pipeline asks of a provider
+
+    def kind_of(self, request: Request) -> str | None:
+        path = request.path
+        if path in ("/oauth2/authorize", "/oauth2/authorize/_approve"):
+            return "authorize"
+        if not path.startswith(API_PREFIX + "/"):
+            return None
+        tail = path[len(API_PREFIX):]
+        if tail == "/oauth2/token":
+            grant_type = request.form().get("grant_type")
+            return f"token.{grant_type}" if grant_type else "token"
+        return API_KINDS.get(tail)
+
+    def error_answer(self, status: int) -> Answer:
+        return message_answer(status)
+
+    def admit(self, request: Request, kind: str | None) -> tuple[dict[str, str], Answer | None]:
+        """Only the API is rate limited."""
+        if not (request.path.startswith(API_PREFIX + "/") or request.path == API_PREFIX):
+            return {}, None
+        return self._limits.check(kind, request.headers.get("Authorization") or "")
+
+    def unrouted(self, request: Request) -> Answer | None:
+        return self._avatar(request)
+
+    def _build_routes(self) -> Routes:
+        api = API_PREFIX
+        return {
+            "/": {"GET": self._index},
+            "/oauth2/authorize": {"GET": self._authorize_page, "POST": self._authorize_decide},
+            "/oauth2/authorize/_approve": {"GET": self._authorize_decide},
+            f"{api}/oauth2/token": {"POST": self._token},
+            f"{api}/oauth2/token/revoke": {"POST": self._revoke},
+            f"{api}/users/@me": {"GET": self._users_me},
+            f"{api}/users/@me/guilds": {"GET": self._users_me_guilds},
+            f"{api}/oauth2/@me": {"GET": self._oauth2_me},
+            f"{api}/oauth2/applications/@me": {"GET": self._applications_me},
+            **super()._build_routes(),
+            f"{CONTROL_PREFIX}/rate_limit": {"POST": self._ctl_rate_limit},
+            f"{CONTROL_PREFIX}/users": {"POST": self._ctl_users},
+            f"{CONTROL_PREFIX}/login": {"POST": self._ctl_login},
+            f"{CONTROL_PREFIX}/grants": {"POST": self._ctl_grants},
+        }
+
+    def _index(self, request: Request) -> Answer:
+        items = "".join(
+            f"<li>{html.escape(label)}: <code>{html.escape(url)}</code></li>"
+            for label, url in (("Authorize", self.authorize_url), ("API base", self.api_base_url))
+        )
+        return self.page(200, "Discord stand-in", f"<ul>{items}</ul>")
+
+    # control API
+
+    def _ctl_rate_limit(self, request: Request) -> Answer:
+        """Sets only the limits named: {"per_second": n|null} per bucket, {"global_per_second": n|null} overall."""
+        def act(data: dict[str, Any]) -> dict[str, Any]:
+            unknown = set(data) - {"per_second", "global_per_second"}
+            if unknown:
+                raise ValueError(f"unknown keys {sorted(unknown)}")
+            values = {key: None if data[key] is None else float(data[key]) for key in data}
+            for value in values.values():
+                check_rate(value)
+            if "per_second" in values:
+                self.rate_limit(values["per_second"])
+            if "global_per_second" in values:
+                self.global_limit(values["global_per_second"])
+            return self._limits.limits
+        return self._ctl(request, act)
+
+    def _ctl_users(self, request: Request) -> Answer:
+        allowed = {"id", "username", "global_name", "avatar", "email", "guilds", "verified", "locale"}
+
+        def act(data: dict[str, Any]) -> dict[str, Any]:
+            user = self.add_user(**{k: v for k, v in data.items() if k in allowed})
+            with self._lock:
+                body = self._user_object(user, with_email=True)
+                body["guilds"] = [self._partial_guild(g) for g in user.guilds]
+            return body
+        return self._ctl(request, act)
+
+    def _ctl_login(self, request: Request) -> Answer:
+        def act(data: dict[str, Any]) -> dict[str, Any]:
+            user = self.user(str(data["user_id"]))
+            self.login(user)
+            return {"user_id": user.id}
+        return self._ctl(request, act)
+
+    def _ctl_grants(self, request: Request) -> Answer:
+        def act(data: dict[str, Any]) -> list[dict[str, Any]]:
+            count = int(data.get("count", 1))
+            scopes = str(data.get("scopes", "identify guilds"))
+            expires_in = data.get("expires_in")
+            with self._lock:
+                fixed = self.user(str(data["user_id"])) if data.get("user_id") else None
+                made = []
+                for _ in range(count):
+                    user = fixed or self.add_user(username=f"seed_{self.snowflake()}", global_name=None,
+                                                  email=None, guilds=[])
+                    grant = self.create_grant(user, scopes, None if expires_in is None else float(expires_in))
+                    made.append({"user_id": user.id, "access_token": grant.access_token,
+                                 "refresh_token": grant.refresh_token, "scope": " ".join(grant.scopes),
+                                 "expires_in": int(round(grant.expires_at - time.time()))})
+                return made
+        return self._ctl(request, act)
