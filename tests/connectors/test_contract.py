@@ -71,3 +71,17 @@ def test_a_token_the_provider_issues_per_server_is_stored_encrypted_and_never_sh
         assert server_token not in cursor.fetchone()[0]
     page = client_alice.get("/accounts/").content.decode()
     assert "Fay&#x27;s workspace" in page and server_token not in page
+
+
+def test_no_core_module_or_template_names_a_provider():
+    """What `grep -rniE 'discord|slack' connectors/*.py templates/connectors/` judges, comments included."""
+    sources = [*sorted((CORE / "connectors").glob("*.py")), *sorted((CORE / "templates" / "connectors").rglob("*"))]
+    assert len(sources) > 20
+    named = [
+        f"{source.relative_to(CORE)}:{number}"
+        for source in sources
+        if source.is_file()
+        for number, line in enumerate(source.read_text().splitlines(), start=1)
+        if re.search(r"discord|slack", line, re.IGNORECASE)
+    ]
+    assert not named, f"core files name a provider: {named}"
