@@ -14,6 +14,7 @@ from django.views.decorators.debug import sensitive_variables
 from .config import config_values
 from .exceptions import ConnectorError, ProviderError
 from .models import AccountServer, ConnectedAccount
+from .signals import account_connected, account_disconnected, account_needs_reconnect, send_after_commit
 
 logger = logging.getLogger("connectors.accounts")
 
@@ -206,6 +207,7 @@ def account_connect(*, user, connector, token, profile, server=None):
             AccountServer(account=account, **server, added_at=now),
             unique=("account", "server_id"),
         )
+    send_after_commit(account_connected, connector, account=account, created=replaced is None)
     if replaced is not None and replaced.access_token == account.access_token:
         replaced = None
     return ConnectResult(account=account, server=stored_server, replaced=replaced)
@@ -243,10 +245,49 @@ def account_disconnect(*, account, connector):
     Returns whether the provider confirmed the revocation; the caller tells
     the person when it did not, since the grant may live on there.
     """
-    uid, user_id = account.uid, account.user_id
+    uid, user_id, account_id = account.uid, account.user_id, account.pk
     revoked = grant_revoke(
         connector=connector, tokens=account, what=f"{connector.name} account {uid} of user {user_id}"
     )
-    account.delete()
+    with transaction.atomic():
+        deleted, _ = ConnectedAccount.objects.filter(pk=account_id).delete()
+        account.pk = None
+        if deleted:
+            send_after_commit(account_disconnected, connector, account=account, account_id=account_id)
     logger.info("disconnected %s account %s of user %s", connector.name, uid, user_id)
     return revoked
+
+
+def needs_reconnect(account, *, connector, reason, now=None):
+    """Mark ``account`` (its row locked by the caller, or just read) as needing a reconnect.
+
+    Saves only what changes, and tells other code once per change: an
+    account that already needs one is left as it is. Returns whether it
+    changed.
+    """
+    if account.status == ConnectedAccount.Status.NEEDS_RECONNECT:
+        return False
+    account.status = ConnectedAccount.Status.NEEDS_RECONNECT
+    account.status_reason = reason[:300]
+    account.status_changed_at = now or timezone.now()
+    account.save(update_fields=["status", "status_reason", "status_changed_at", "last_error",
+                                "last_error_at", "updated_at"])
+    send_after_commit(account_needs_reconnect, connector, account=account, reason=account.status_reason)
+    return True
+
+
+def accounts_removed_at_provider(*, connector, uids, reason):
+    """The provider says these identities removed the app: their active accounts need a reconnect.
+
+    Each row is locked, so that a refresh running meanwhile and this mark
+    settle one after the other, and the signal goes once. Returns how many changed.
+    """
+    changed = 0
+    with transaction.atomic():
+        rows = ConnectedAccount.objects.select_for_update().filter(
+            service_id=connector.service_id, uid__in=uids, status=ConnectedAccount.Status.ACTIVE
+        )
+        for account in rows:
+            account.last_error, account.last_error_at = reason[:300], timezone.now()
+            changed += needs_reconnect(account, connector=connector, reason=reason)
+    return changed

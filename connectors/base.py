@@ -21,6 +21,7 @@ from django.views.decorators.debug import sensitive_variables
 from requests.adapters import HTTPAdapter
 
 from .exceptions import (
+    EventRefused,
     InvalidGrant,
     NotSupported,
     ProviderError,
@@ -54,6 +55,22 @@ class ConfigField:
         if self.clean is not None:
             value = self.clean(value)
         return value
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    """A verified event, as the framework acts on it.
+
+    ``kind``: ``ping`` (the provider checks the endpoint), ``removed`` (these
+    identities removed the app: their accounts need a reconnect),
+    ``authorized`` (recorded), ``other`` (ignored). ``uids`` are the
+    provider's user ids concerned; ``name`` is the provider's own name of the
+    event, for the log.
+    """
+
+    kind: str
+    uids: tuple[str, ...] = ()
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -169,6 +186,10 @@ class Connector:
         return settings.PUBLIC_BASE_URL + reverse(
             "oauth-callback", kwargs={"provider": self.provider}
         )
+
+    def events_url(self):
+        """Where the provider sends its events (with ``accepts_events``), to register there."""
+        return settings.PUBLIC_BASE_URL + reverse("provider-events", kwargs={"provider": self.provider})
 
     def image_origins(self):
         """Origins the pages may load images from (avatars), for the Content-Security-Policy."""
@@ -342,6 +363,27 @@ class Connector:
     def grant_info(self, access_token):
         """How the provider sees a grant: ``{"scopes", "expires"}``; NotSupported by default."""
         raise NotSupported(f"{self.name} does not describe grants.")
+
+    # --- Events the provider sends -----------------------------------------
+    # Whether /webhooks/<provider>/events takes this provider's events; 404 otherwise.
+    accepts_events: bool = False
+
+    def event_verify(self, headers, body, values):
+        """Prove that the provider sent ``body`` (bytes) with ``headers``; raise EventRefused if not.
+
+        Called before anything reads the body. ``values`` is the stored
+        configuration (a key to verify with, say).
+        """
+        raise EventRefused(f"{self.name} events are not taken here.")
+
+    def event_read(self, body):
+        """What a verified event says, as a ProviderEvent; unknown events are ``other``."""
+        raise EventRefused(f"{self.name} events are not taken here.")
+
+    @property
+    def removed_reason(self):
+        """Stored on an account whose user removed the app at the provider (an event said so)."""
+        return f"The app was removed at {self.name}. Reconnect the account to use it again."
 
     # --- Helpers for the framework ----------------------------------------
     def field(self, key):

@@ -97,6 +97,10 @@ class AuthorizationFailed(FlowError):
     """The provider sent an error other than a refusal, or no code."""
 
 
+class EventRefused(ConnectorError):
+    """A request to the events endpoint that cannot be shown to come from the provider."""
+
+
 class NeedsReconnect(ConnectorError):
     """The account's grant is gone at the provider; only the user can renew it."""
 

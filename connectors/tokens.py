@@ -18,7 +18,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from .accounts import token_fields
+from .accounts import needs_reconnect, token_fields
 from .config import config_client_values
 from .breaker import Breaker
 from .exceptions import (
@@ -30,6 +30,7 @@ from .exceptions import (
     ProviderUnavailable,
     RateLimited,
     RefreshNotStored,
+    Unauthorized,
 )
 from .models import ConnectedAccount
 from .oauth import token_refresh
@@ -265,15 +266,11 @@ def _record_failure(locked, error):
     now = timezone.now()
     locked.last_error, locked.last_error_at = str(error)[:300], now
     if isinstance(error, InvalidGrant):
-        locked.status = ConnectedAccount.Status.NEEDS_RECONNECT
-        locked.status_reason = locked.connector.reconnect_reason
-        locked.status_changed_at = now
-        locked.save(
-            update_fields=["last_error", "last_error_at", "status", "status_reason", "status_changed_at", "updated_at"]
-        )
+        connector = locked.connector
+        needs_reconnect(locked, connector=connector, reason=connector.reconnect_reason, now=now)
         logger.warning(
             "marked %s account %s of user %s needs reconnect: %s",
-            locked.connector.name, locked.uid, locked.user_id, error,
+            connector.name, locked.uid, locked.user_id, error,
         )
         reconnect = NeedsReconnect(locked.status_reason, account_id=locked.pk)
         reconnect.__cause__ = error
@@ -293,5 +290,18 @@ def _copy_tokens(source, target):
 
 
 def account_check(account):
-    """Ask the provider how it sees the grant (scopes, expiry), with a fresh token."""
-    return account.connector.grant_info(fresh_access_token(account))
+    """Ask the provider how it sees the grant (scopes, expiry), with a fresh token.
+
+    A token the provider refuses although it is fresh was revoked there: the
+    account needs a reconnect, as after a refused refresh.
+    """
+    connector = account.connector
+    try:
+        return connector.grant_info(fresh_access_token(account))
+    except Unauthorized as error:
+        with transaction.atomic():
+            locked = ConnectedAccount.objects.select_for_update().filter(pk=account.pk).first()
+            if locked is not None:
+                locked.last_error, locked.last_error_at = str(error)[:300], timezone.now()
+                needs_reconnect(locked, connector=connector, reason=connector.reconnect_reason)
+        raise NeedsReconnect(connector.reconnect_reason, account_id=account.pk) from error

@@ -12,4 +12,5 @@ urlpatterns = [
     path("accounts/<int:pk>/disconnect", views.disconnect, name="account-disconnect"),
     path("auth/<slug:provider>/connect", views.connect, name="oauth-connect"),
     path("auth/<slug:provider>/callback", views.callback, name="oauth-callback"),
+    path("webhooks/<slug:provider>/events", views.events, name="provider-events"),
 ]

@@ -13,10 +13,11 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.db.models import Prefetch
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -25,6 +26,7 @@ from .breaker import pause_notices
 from .config import config_keys_set
 from .exceptions import (
     AccessDenied,
+    EventRefused,
     FlowError,
     NotConfigured,
     ProviderError,
@@ -32,6 +34,7 @@ from .exceptions import (
     StateMismatch,
     UnknownConnector,
 )
+from .events import event_take
 from .flow import flow_finish, flow_start
 from .middleware import busy_response
 from .models import AccountServer, ConnectedAccount
@@ -224,3 +227,18 @@ def disconnect(request, pk):
             f"was revoked: {connector.revoke_hint}.",
         )
     return redirect("accounts")
+
+
+@csrf_exempt
+@require_POST
+def events(request, provider):
+    """The provider's events: 204 once verified and acted on, 401 for anything not proven."""
+    connector = _connector(provider)
+    if not connector.accepts_events:
+        raise Http404("This provider sends no events here.")
+    try:
+        event_take(connector=connector, headers=request.headers, body=request.body)
+    except EventRefused as error:
+        logger.warning("%s event refused: %s", connector.name, error)
+        return HttpResponse(status=401)
+    return HttpResponse(status=204)

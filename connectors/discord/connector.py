@@ -5,12 +5,13 @@ from django.views.decorators.debug import sensitive_variables
 from connectors.exceptions import ProviderError
 from connectors.base import ConfigField, Connector
 
-from . import client, credentials
+from . import client, credentials, events
 from .permissions import DEFAULT_PERMISSIONS, DEFAULT_SCOPES, PERMISSIONS, permission_names
 from .validators import (
     SNOWFLAKE,
     clean_bot_token,
     clean_permissions,
+    clean_public_key,
     clean_scopes,
     clean_secret,
     clean_snowflake,
@@ -75,6 +76,15 @@ class DiscordConnector(Connector):
             clean=clean_bot_token,
         ),
         ConfigField(
+            key="publicKey",
+            label="Public key",
+            help_text=(
+                "From the Developer Portal's General Information page; verifies the webhook "
+                "events Discord sends (needed only for them)."
+            ),
+            clean=clean_public_key,
+        ),
+        ConfigField(
             key="scopes",
             label="Scopes",
             help_text=(
@@ -107,6 +117,9 @@ class DiscordConnector(Connector):
         "Bot → Server Members Intent: on.",
         "Installation → User Install scopes: applications.commands.",
         "Installation → Guild Install scopes: applications.commands and bot.",
+        "Webhooks → Endpoint URL (optional): the events URL above, with the events "
+        "Application Authorized and Application Deauthorized; copy General Information → "
+        "Public Key here.",
     )
 
     @property
@@ -181,6 +194,14 @@ class DiscordConnector(Connector):
             client_secret=values["clientSecret"],
             token_type_hint=hint,
         )
+
+    accepts_events = True
+
+    def event_verify(self, headers, body, values):
+        events.event_verify(headers, body, values.get("publicKey"))
+
+    def event_read(self, body):
+        return events.event_read(body)
 
     def grant_info(self, access_token):
         info = client.current_authorization(access_token)

@@ -112,7 +112,39 @@ def check_portal(connector, values):
         results.append(
             _check(name, ok, "On." if ok else "Off.", f"Turn on {where} in the Developer Portal.")
         )
-    return results
+    return results + check_events(connector, values, app)
+
+
+def check_events(connector, values, app):
+    """The public key must be the application's; an events URL is information, never a failure."""
+    stored, verify_key = values.get("publicKey"), app.get("verify_key")
+    if not stored:
+        key = CheckResult(
+            "Public key", True, "Not set: needed only to verify webhook events.",
+            "To take events, copy General Information → Public Key here.",
+        )
+    else:
+        key = _check(
+            "Public key",
+            stored == (verify_key or "").lower(),
+            "The application's public key." if stored == (verify_key or "").lower()
+            else "Not the public key Discord shows for this application.",
+            "Copy it again from the Developer Portal's General Information page.",
+        )
+    registered, ours = app.get("event_webhooks_url"), connector.events_url()
+    if not registered:
+        events = CheckResult(
+            "Events URL", True, "No events URL is registered: an account whose user removes "
+            "the app is noticed at its next refresh.", f"Optional: register {ours} under Webhooks.",
+        )
+    elif registered == ours:
+        events = CheckResult("Events URL", True, f"Discord sends events to {ours}.")
+    else:
+        events = CheckResult(
+            "Events URL", True, f"Discord sends events to {registered}, not here.",
+            f"To take them here, register {ours} under Webhooks.",
+        )
+    return [key, events]
 
 
 def credentials_check(*, connector, values):

@@ -55,3 +55,15 @@ def clean_permissions(value):
     if not value.isdigit():
         raise ValidationError("must be Discord's permission bit set: a whole number.")
     return str(int(value))
+
+
+PUBLIC_KEY = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def clean_public_key(value):
+    if not PUBLIC_KEY.fullmatch(value):
+        raise ValidationError(
+            "must be the application's Public Key: 64 hexadecimal characters, from the "
+            "Developer Portal's General Information page."
+        )
+    return value.lower()

@@ -313,7 +313,7 @@ def test_check_passes_when_discord_is_set_up_as_the_guide_says(discord):
     ran = succeeds("check_connector", SERVICE_ID)
 
     *lines, breaker = ran.out.splitlines()
-    assert len(lines) == 7
+    assert len(lines) == 9
     assert all(line.startswith("✓ ") for line in lines)
     assert breaker == "  Refresh circuit breaker: closed (0 timeout(s) or server error(s) in a row)"
     assert "✓ Bot token: Accepted: the bot is Backoffice (987654321098765432)." in lines
@@ -329,12 +329,12 @@ def test_check_fails_with_a_line_and_a_hint_for_each_setting_that_is_off(discord
 
     ran = fails("check_connector", SERVICE_ID)
 
-    assert ran.message == "3 of 7 checks failed."
+    assert ran.message == "3 of 9 checks failed."
     lines = ran.out.splitlines()
     assert "✗ Public Bot on: Off. — Turn on Bot → Public Bot in the Developer Portal." in lines
     assert any(line.startswith("✗ Redirect URL registered:") and "OAuth2 → Redirects" in line for line in lines)
     assert any(line.startswith("✗ Server Members Intent on:") for line in lines)
-    assert sum(line.startswith("✓ ") for line in lines) == 4
+    assert sum(line.startswith("✓ ") for line in lines) == 6
 
 
 def test_check_fails_when_discord_refuses_the_bot_token(discord, settings):

@@ -44,7 +44,7 @@ def test_test_credentials_passes_every_check_against_the_stand_in_runserver_star
     command, out, _ = runserver(RunserverCommand, "127.0.0.1:8000", while_serving=test_credentials)
     command.standin.stop()
     assert "Local Discord stand-in at" in out
-    assert len(results) == 7
+    assert len(results) == 9
     assert [(r.name, r.message) for r in results if not r.ok] == []
 
 

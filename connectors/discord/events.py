@@ -1,0 +1,64 @@
+"""Discord's webhook events (Developer Portal → Webhooks → Events): verified, then read.
+
+Discord signs the timestamp followed by the raw body with the application's
+Ed25519 key and disables an endpoint that accepts a bad signature; a
+delivery older than five minutes is refused too, so that a captured one
+cannot be replayed later.
+"""
+
+import json
+import time
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from connectors.base import ProviderEvent
+from connectors.exceptions import EventRefused
+
+MAX_AGE = 300
+HEX = frozenset("0123456789abcdefABCDEF")
+
+# Discord's event types (topics/webhook-events) and what the framework does with them.
+KINDS = {"APPLICATION_DEAUTHORIZED": "removed", "APPLICATION_AUTHORIZED": "authorized"}
+
+
+def _hex(value, length):
+    if not value or len(value) != length or not set(value) <= HEX:
+        return None
+    return bytes.fromhex(value)
+
+
+def event_verify(headers, body, public_key, *, now=None):
+    """Refuse (EventRefused) a delivery whose signature or age is wrong."""
+    signature = _hex(headers.get("X-Signature-Ed25519"), 128)
+    stamp = headers.get("X-Signature-Timestamp") or ""
+    key = _hex(public_key, 64)
+    if key is None:
+        raise EventRefused("No public key is stored (publicKey), so no event can be verified.")
+    if signature is None or not stamp.isdigit():
+        raise EventRefused("The signature headers are missing or malformed.")
+    if abs((time.time() if now is None else now) - int(stamp)) > MAX_AGE:
+        raise EventRefused("The event's timestamp is more than five minutes off.")
+    try:
+        Ed25519PublicKey.from_public_bytes(key).verify(signature, stamp.encode() + body)
+    except (InvalidSignature, ValueError):
+        raise EventRefused("The signature does not match the public key.") from None
+
+
+def event_read(body):
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return ProviderEvent("other", name="(not JSON)")
+    if not isinstance(payload, dict):
+        return ProviderEvent("other", name="(not an object)")
+    if payload.get("type") == 0:
+        return ProviderEvent("ping", name="PING")
+    event = payload.get("event") if isinstance(payload.get("event"), dict) else {}
+    name = event.get("type") if isinstance(event.get("type"), str) else "(unnamed)"
+    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    user = data.get("user") if isinstance(data.get("user"), dict) else {}
+    uid = user.get("id")
+    uids = (uid,) if isinstance(uid, str) and uid.isdigit() else ()
+    kind = KINDS.get(name, "other")
+    return ProviderEvent(kind if uids or kind == "other" else "other", uids=uids, name=name[:60])
