@@ -296,6 +296,12 @@ SIGNUP_ENABLED = env.bool("SIGNUP_ENABLED", default=False)
 DEFAULT_EXCEPTION_REPORTER = "connectors.debug.SecretsReporter"
 DEFAULT_EXCEPTION_REPORTER_FILTER = "connectors.debug.SecretsFilter"
 
+# Mail (users told when an account needs reconnecting): EMAIL_URL as
+# django-environ reads it, e.g. smtp+tls://user:password@smtp.example.com:587;
+# unset, mails are printed on the console.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="backoffice@localhost")
+
 # Login throttling (django-axes). LOGIN_FAILURE_LIMIT failed sign-ins for one
 # username from one client address, each within the cool-off of the one
 # before, lock that pair out of /accounts/login/ and /admin/login/ (the right

@@ -6,4 +6,4 @@ class ConnectorsConfig(AppConfig):
     verbose_name = "Connectors"
 
     def ready(self):
-        from . import checks  # noqa: F401  (registers the system checks)
+        from . import checks, notify  # noqa: F401  (register the system checks and the mail receiver)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from io import StringIO
 from pathlib import Path
+from smtplib import SMTPException
 from typing import Callable
 from unittest import mock
 from urllib.parse import parse_qs, quote, urlsplit
@@ -16,6 +17,7 @@ import pytest
 import requests
 from django import forms
 from django.contrib.auth.models import Permission
+from django.core.mail.backends.base import BaseEmailBackend
 from django.core.management import call_command
 from django.db import connection
 from django.urls import reverse
@@ -485,13 +487,7 @@ def standin_harness(standin, connector, values):
         )
 
     def remove_app(account):
-        answer = requests.post(
-            standin.api_base_url + "/oauth2/token/revoke",
-            data={"token": account.refresh_token},
-            auth=(standin.app.client_id, standin.app.client_secret),
-            timeout=5,
-        )
-        assert answer.status_code == 200
+        revoke_at_standin(standin, account.refresh_token)
 
     return ProviderHarness(
         connector=connector,
@@ -502,3 +498,21 @@ def standin_harness(standin, connector, values):
         grant_alive=grant_alive,
         remove_app=remove_app,
     )
+
+
+def revoke_at_standin(standin, token):
+    """What the person removing the app at Discord (Authorized Apps) does to a grant."""
+    answer = requests.post(
+        standin.api_base_url + "/oauth2/token/revoke",
+        data={"token": token},
+        auth=(standin.app.client_id, standin.app.client_secret),
+        timeout=5,
+    )
+    assert answer.status_code == 200
+
+
+class FailingMailBackend(BaseEmailBackend):
+    """A mail server that is down."""
+
+    def send_messages(self, email_messages):
+        raise SMTPException("the mail server is down")

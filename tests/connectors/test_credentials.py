@@ -277,3 +277,28 @@ def test_the_button_refuses_a_post_without_the_csrf_token(configured, admin_user
     with responses.RequestsMock() as discord:
         assert browser.post(config_admin_url("test_credentials")).status_code == 403
     assert len(discord.calls) == 0
+
+
+KEY = "a1" * 32
+
+
+def test_the_public_key_must_be_the_applications_and_is_optional(discord, discord_values):
+    assert by_name(check(discord_values))["Public key"].hint.startswith("To take events, copy")
+    discord.replace(responses.GET, APPLICATION, json=payload("application", verify_key=KEY))
+    assert by_name(check({**discord_values, "publicKey": KEY}))["Public key"].ok
+    wrong = by_name(check({**discord_values, "publicKey": "b2" * 32}))["Public key"]
+    assert not wrong.ok
+    assert wrong.detail == "Not the public key Discord shows for this application."
+    assert "General Information" in wrong.hint
+
+
+def test_the_events_url_is_information_never_a_failure(discord, discord_values):
+    ours = "https://backoffice.example.com/webhooks/discord/events"
+    none = by_name(check(discord_values))["Events URL"]
+    assert none.ok and none.hint == f"Optional: register {ours} under Webhooks."
+    discord.replace(responses.GET, APPLICATION, json=payload("application", event_webhooks_url=ours))
+    assert by_name(check(discord_values))["Events URL"].detail == f"Discord sends events to {ours}."
+    elsewhere = "https://old.example.com/events"
+    discord.replace(responses.GET, APPLICATION, json=payload("application", event_webhooks_url=elsewhere))
+    result = by_name(check(discord_values))["Events URL"]
+    assert result.ok and elsewhere in result.detail and ours in result.hint

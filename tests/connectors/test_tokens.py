@@ -22,7 +22,16 @@ from connectors.models import ConnectedAccount
 from connectors.registry import registry
 from connectors.tokens import account_refresh, fresh_access_token
 from tests.conftest import SERVICE_ID
-from tests.helpers import REPO, child_env, connect, connector_settings, postgres_only, read_line, seed_account
+from tests.helpers import (
+    REPO,
+    child_env,
+    connect,
+    connector_settings,
+    postgres_only,
+    read_line,
+    revoke_at_standin,
+    seed_account,
+)
 
 def make_due(account, seconds=60):
     ConnectedAccount.objects.filter(pk=account.pk).update(
@@ -89,23 +98,12 @@ def test_refresh_now_refreshes_a_valid_token_and_says_so(standin, alice):  # noq
     assert standin.access_token_valid(result.account.access_token)
 
 
-def revoke_at_discord(standin, token):
-    """What the user removing the app under Discord's Authorized Apps does."""
-    answer = requests.post(
-        standin.api_base_url + "/oauth2/token/revoke",
-        data={"token": token},
-        auth=(standin.app.client_id, standin.app.client_secret),
-        timeout=5,
-    )
-    assert answer.status_code == 200
-
-
 def test_a_revoked_grant_marks_the_account_for_reconnect_and_keeps_it(
     client_alice, standin  # noqa: F811
 ):
     connect(client_alice, standin)
     account = ConnectedAccount.objects.get()
-    revoke_at_discord(standin, account.refresh_token)
+    revoke_at_standin(standin, account.refresh_token)
     make_due(account)
     before = ConnectedAccount.objects.get(pk=account.pk)
 
@@ -137,7 +135,7 @@ def test_reconnecting_the_same_identity_makes_the_account_active_again(
 ):
     connect(client_alice, standin)
     account = ConnectedAccount.objects.get()
-    revoke_at_discord(standin, account.refresh_token)
+    revoke_at_standin(standin, account.refresh_token)
     make_due(account)
     with pytest.raises(NeedsReconnect):
         fresh_access_token(account)
