@@ -328,7 +328,9 @@ class AccountServerInline(admin.TabularInline):
     model = AccountServer
     extra = 0
     can_delete = False
-    fields = readonly_fields = ("server_id", "name", "permission_names", "permissions_source", "added_at")
+    fields = readonly_fields = (
+        "server_id", "name", "permission_names", "permissions_source", "added_at", "access",
+    )
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -336,6 +338,13 @@ class AccountServerInline(admin.TabularInline):
     def get_queryset(self, request):
         """A server's token is never shown, so never decrypted."""
         return super().get_queryset(request).defer("token")
+
+    @admin.display(description="Access")
+    def access(self, obj):
+        """Whether the app can still act there, as the provider last said."""
+        if obj.access_lost_at is None:
+            return "yes"
+        return f"lost {utc_minutes(obj.access_lost_at)}: {obj.access_lost_reason}"
 
     @admin.display(description="Permissions")
     def permission_names(self, obj):

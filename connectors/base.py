@@ -364,6 +364,23 @@ class Connector:
         """How the provider sees a grant: ``{"scopes", "expires"}``; NotSupported by default."""
         raise NotSupported(f"{self.name} does not describe grants.")
 
+    # --- The app at work in a server ---------------------------------------
+    def server_channels(self, server, values):
+        """Where the app can post in ``server`` (an AccountServer): ``[(id, name), ...]``, best first.
+
+        Raises AccessLost when the app can no longer act there; NotSupported
+        by default, and the accounts page then offers no test message.
+        """
+        raise NotSupported(f"The {self.name} connector cannot list where to post.")
+
+    def send_message(self, server, channel_id, content, values):
+        """Post ``content`` in a channel of ``server`` as the app; AccessLost when it can no longer."""
+        raise NotSupported(f"The {self.name} connector cannot post messages.")
+
+    @property
+    def can_message(self):
+        return type(self).send_message is not Connector.send_message
+
     # --- Events the provider sends -----------------------------------------
     # Whether /webhooks/<provider>/events takes this provider's events; 404 otherwise.
     accepts_events: bool = False

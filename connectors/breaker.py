@@ -14,13 +14,14 @@ Nothing is kept in process memory.
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from django.conf import settings
 from django.core.cache import caches
 
-from .exceptions import CircuitOpen
+from .exceptions import CircuitOpen, ProviderError, ProviderUnavailable, RateLimited
 
 logger = logging.getLogger("connectors.breaker")
 
@@ -99,6 +100,26 @@ class Breaker:
                 "are unchanged.",
                 retry_after=wait,
             )
+
+    @contextmanager
+    def watching(self, connector_name):
+        """Around one call to the provider: refused while open, and told how the call went.
+
+        A rate limit says nothing of the provider's health; any other answer
+        in time closes the count, a timeout or 5xx adds to it.
+        """
+        self.check(connector_name)
+        try:
+            yield
+        except RateLimited:
+            raise
+        except ProviderUnavailable:
+            self.failed()
+            raise
+        except ProviderError:
+            self.succeeded()
+            raise
+        self.succeeded()
 
     def succeeded(self):
         """An answer in time: the count of faults in a row starts again."""

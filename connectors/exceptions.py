@@ -69,6 +69,10 @@ class ProviderRejected(ProviderError):
         self.code = code
 
 
+class AccessLost(ProviderRejected):
+    """The app can no longer act in a server: it was removed there, or its permissions were."""
+
+
 class Unauthorized(ProviderRejected):
     """A token or the client credentials were not accepted."""
 

@@ -122,6 +122,10 @@ class AccountServer(models.Model):
     # place; empty when the connector's own credentials serve everywhere.
     token = EncryptedTextField(blank=True, default="")
     added_at = models.DateTimeField()
+    # Set when the provider said the app can no longer act there (removed, or
+    # its permissions taken away); cleared when it is added again.
+    access_lost_at = models.DateTimeField(null=True, blank=True)
+    access_lost_reason = models.CharField(max_length=300, blank=True)
 
     class Meta:
         ordering = ["-added_at", "-pk"]

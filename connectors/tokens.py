@@ -191,25 +191,13 @@ def _call_refresh(locked):
     values = config_client_values(connector)
     if not locked.refresh_token:
         raise InvalidGrant("The account has no refresh token.")
-    breaker = Breaker(connector.service_id)
-    breaker.check(connector.name)
-    try:
-        token = token_refresh(
+    with Breaker(connector.service_id).watching(connector.name):
+        return token_refresh(
             connector,
             client_id=values["clientId"],
             client_secret=values["clientSecret"],
             refresh_token=locked.refresh_token,
         )
-    except RateLimited:
-        raise
-    except ProviderUnavailable:
-        breaker.failed()
-        raise
-    except ProviderError:
-        breaker.succeeded()
-        raise
-    breaker.succeeded()
-    return token
 
 
 def _refreshed_fields(token):

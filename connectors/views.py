@@ -35,6 +35,7 @@ from .exceptions import (
     UnknownConnector,
 )
 from .events import event_take
+from .servers import server_channels, server_test_message
 from .flow import flow_finish, flow_start
 from .middleware import busy_response
 from .models import AccountServer, ConnectedAccount
@@ -242,3 +243,34 @@ def events(request, provider):
         logger.warning("%s event refused: %s", connector.name, error)
         return HttpResponse(status=401)
     return HttpResponse(status=204)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def server_message(request, pk, server_id):
+    """Prove the app can act in a server: GET lists where it can post, POST sends a short message.
+
+    The provider is asked only here, never while the accounts page renders.
+    """
+    server = get_object_or_404(
+        AccountServer.objects.select_related("account"),
+        account__pk=pk, account__user=request.user, server_id=server_id,
+    )
+    connector = server.account.connector
+    if not connector.can_message:
+        raise Http404("This connector sends no messages.")
+    where = server.name or server.server_id
+    try:
+        if request.method == "GET":
+            channels = server_channels(server)
+            return render(request, "connectors/test_message.html",
+                          {"server": server, "connector": connector, "channels": channels})
+        channel = request.POST.get("channel", "").strip()[:100] or None
+        channel_id, name = server_test_message(server, user=request.user, channel_id=channel)
+    except RateLimited as error:
+        return busy_response(request, error, connector=connector)
+    except ProviderError as error:
+        messages.error(request, f"No test message was sent to {where}: {error}")
+        return redirect("accounts")
+    messages.success(request, f"Sent a test message to #{name} in {where}.")
+    return redirect("accounts")

@@ -39,6 +39,9 @@ CURRENT_USER_GUILDS = "/users/@me/guilds"
 CURRENT_AUTHORIZATION = "/oauth2/@me"
 # resources/application: Get Current Application (Bot).
 CURRENT_APPLICATION = "/oauth2/applications/@me"
+# resources/guild: Get Guild Channels; resources/message: Create Message (Bot).
+GUILD_CHANNELS = "/guilds/{}/channels"
+CHANNEL_MESSAGES = "/channels/{}/messages"
 # topics/oauth2: token and revocation endpoints.
 TOKEN = "/oauth2/token"
 TOKEN_REVOKE = "/oauth2/token/revoke"

@@ -5,7 +5,7 @@ from django.views.decorators.debug import sensitive_variables
 from connectors.exceptions import ProviderError
 from connectors.base import ConfigField, Connector
 
-from . import client, credentials, events
+from . import bot, client, credentials, events
 from .permissions import DEFAULT_PERMISSIONS, DEFAULT_SCOPES, PERMISSIONS, permission_names
 from .validators import (
     SNOWFLAKE,
@@ -194,6 +194,12 @@ class DiscordConnector(Connector):
             client_secret=values["clientSecret"],
             token_type_hint=hint,
         )
+
+    def server_channels(self, server, values):
+        return bot.guild_channels(server, values)
+
+    def send_message(self, server, channel_id, content, values):
+        return bot.send_message(server, channel_id, content, values)
 
     accepts_events = True
 
