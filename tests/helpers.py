@@ -6,6 +6,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
+from html.parser import HTMLParser
 from io import StringIO
 from pathlib import Path
 from typing import Callable
@@ -109,6 +110,39 @@ def decide(standin, authorize_url, action="authorize", **extra):
     )
     assert answer.status_code == 302, answer.text
     return answer.headers["Location"]
+
+
+class ConsentForm(HTMLParser):
+    """What a browser would submit from a stand-in's consent page: its action, hidden fields, buttons, one select."""
+
+    def __init__(self, select):
+        super().__init__()
+        self.select = select
+        self.action = None
+        self.fields = {}
+        self.buttons = []
+        self.options = []
+        self.in_select = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "form":
+            self.action = a.get("action")
+        elif tag == "input" and a.get("type") == "hidden":
+            self.fields[a["name"]] = a["value"]
+        elif tag == "button":
+            self.buttons.append((a["name"], a["value"]))
+        elif tag == "select":
+            self.in_select = a.get("name") == self.select
+        elif tag == "option" and self.in_select:
+            self.options.append((a["value"], "selected" in a))
+
+
+def read_form(page, select=None):
+    """The consent form of ``page``; ``options`` lists the (value, selected) of the select named ``select``."""
+    reader = ConsentForm(select)
+    reader.feed(page)
+    return reader
 
 
 def finish(client, callback_url):
