@@ -23,7 +23,7 @@
 - An install issues a bot token (bot scopes asked) and a person's token (user
   scopes asked), new ones each time; with ``app.token_rotation`` each expires
   after ``access_token_ttl`` and has a refresh token, which a refresh swaps
-  for a new pair (the old refresh token dies).
+  for a new pair: the old refresh token and the old access token die at once.
 """
 
 from __future__ import annotations
