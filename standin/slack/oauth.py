@@ -91,7 +91,7 @@ class OAuthEndpoints:
             problem = self._authorize_problem(params)
             if problem:
                 return self._error_page(problem)
-            return self.page(200, f"{self.app.name} is requesting permission",
+            return self.page(200, f"{self.app.name} is requesting permission to access a workspace",
                              self._consent_html(params, self._logged_in))
 
     def _consent_html(self, params: dict[str, str], user: User) -> str:
@@ -103,9 +103,8 @@ class OAuthEndpoints:
         )
         head = (
             f'<div class="app"><div class="logo">{esc(self.app.name[:1])}</div><div>'
-            f"<strong>{esc(self.app.name)}</strong> is requesting permission to access a workspace"
-            f'<div class="muted">Signed in as {esc(user.real_name)} (@{esc(user.name)})'
-            f" · app {esc(self.app.app_id)}</div></div></div>"
+            f'<strong>{esc(self.app.name)}</strong> <span class="muted">app {esc(self.app.app_id)}</span>'
+            f'<div class="muted">Signed in as {esc(user.real_name)} (@{esc(user.name)})</div></div></div>'
         )
         if not options:
             return head + "<p>You are in no workspace where this app could be installed.</p>"
