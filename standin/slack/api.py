@@ -49,7 +49,7 @@ def arguments(request: Request) -> dict[str, str]:
     return {**request.query, **request.form()}
 
 
-def true(value: str | None) -> bool:
+def is_true(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true")
 
 
@@ -94,7 +94,7 @@ class ApiEndpoints:
             grant = self._grant_or_refusal(request)
             if isinstance(grant, Answer):
                 return grant
-            if true(arguments(request).get("test")):
+            if is_true(arguments(request).get("test")):
                 return ok_answer({"revoked": False})
             self._kill(grant)
             return ok_answer({"revoked": True})

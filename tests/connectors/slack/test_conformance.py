@@ -23,8 +23,7 @@ class TestSlackConformance(ConnectorConformance):
         slack_standin.app.token_rotation = True
         return slack_harness(slack_standin, registry.get(SLACK))
 
-    def test_a_rotating_bot_token_expires_in_twelve_hours_and_the_workspace_holds_it(self, stored, slack_standin,
-                                                                                        client_alice):
+    def test_a_rotating_bot_token_expires_in_twelve_hours_and_the_workspace_holds_it(self, stored, client_alice):
         self.connect(client_alice, stored)
         account = ConnectedAccount.objects.get()
         assert account.access_token.startswith("xoxe.xoxb-") and account.refresh_token.startswith("xoxe-1-")

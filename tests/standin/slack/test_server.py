@@ -168,8 +168,8 @@ def test_a_code_is_single_use_and_bound_to_its_redirect_uri(sd, http):
 
 
 def test_without_redirect_uri_the_first_registered_one_is_used_and_none_is_sent_back(sd, http):
-    back = http.get(sd.authorize_url + "/_approve", params={**authorize_query(redirect_uri=None), "action": "authorize"},
-                    allow_redirects=False)
+    back = http.get(sd.authorize_url + "/_approve", allow_redirects=False,
+                    params={**authorize_query(redirect_uri=None), "action": "authorize"})
     assert back.headers["Location"].startswith(REDIRECT + "?code=")
     code = parse_qs(urlsplit(back.headers["Location"]).query)["code"][0]
     assert access(sd, http, code=code)["ok"] is True
