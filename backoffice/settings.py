@@ -106,10 +106,11 @@ CONNECTORS = {
     },
 }
 
-# The local Discord stand-in (the standin app), for development only:
-# runserver starts it and points every Discord URL at it.
+# The local Discord and Slack stand-ins (the standin app), for development
+# only: runserver starts them and points every Discord and Slack URL at them.
 DISCORD_EMULATOR = env.bool("DISCORD_EMULATOR", default=False)
 DISCORD_EMULATOR_PORT = env.int("DISCORD_EMULATOR_PORT", default=8001)
+SLACK_EMULATOR_PORT = env.int("SLACK_EMULATOR_PORT", default=8002)
 if DISCORD_EMULATOR:
     if not DEBUG:
         raise ImproperlyConfigured(
@@ -122,6 +123,11 @@ if DISCORD_EMULATOR:
         AUTHORIZE_URL=f"{_standin}/oauth2/authorize",
         # The stand-in serves its own avatars.
         CDN_URL=_standin,
+    )
+    _standin = f"http://127.0.0.1:{SLACK_EMULATOR_PORT}"
+    CONNECTORS["slack"].update(
+        API_BASE_URL=f"{_standin}/api",
+        AUTHORIZE_URL=f"{_standin}/oauth/v2/authorize",
     )
     # oauthlib refuses plain HTTP unless told; the stand-in is on loopback.
     os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"

@@ -20,9 +20,9 @@ SECRET_KEY={secret_key}
 FIELD_ENCRYPTION_KEY={encryption_key}
 # Follows `make run HOST=...`; delete the first line to keep your own.
 PUBLIC_BASE_URL={public_base_url}
-# The local Discord stand-in: Connect account works with no Discord
-# application. Set to false (and enter real credentials in the admin) to
-# talk to Discord.
+# The local Discord and Slack stand-ins: Connect works with no Discord or
+# Slack app. Set to false (and enter real credentials in the admin) to talk
+# to Discord and Slack.
 DISCORD_EMULATOR=true
 """
 DEFAULT_HOST = "127.0.0.1:8000"

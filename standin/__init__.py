@@ -2,6 +2,7 @@
 
 A Django app installed only with DISCORD_EMULATOR on (settings); production
 code never imports it. Each provider's stand-in is a package of its own
-(``standin.discord``) on the machinery in ``standin.base``, which needs only
-the standard library, so that a benchmark can run one as a plain process.
+(``standin.discord``, ``standin.slack``) on the machinery in ``standin.base``,
+which needs only the standard library, so that a benchmark can run one as a
+plain process.
 """

@@ -16,17 +16,23 @@ happened yet when the client gives up); ``delay_answer_next`` handles it first
 and then holds the answer back, as when a provider rotates the tokens of a
 refresh whose answer arrives after the client's timeout.
 
+The person signed in at the provider (``login()``) is the one a consent page
+speaks to; its ``_approve`` shortcut may name another with ``user_id``.
+
 The control API under ``/_standin`` does over HTTP what the methods do, for a
 stand-in running in another process; each provider adds its own routes.
+``serve_until_stopped`` runs one as a process of its own (``python -m
+standin.<provider>``).
 """
 
 from __future__ import annotations
 
 import html
+import signal
 import threading
 import time
 from http import HTTPStatus
-from typing import Any, Callable, Self
+from typing import Any, Callable, Collection, Self
 
 from .wire import Answer, Request, Server, json_answer
 
@@ -39,13 +45,27 @@ def kind_matches(kind: str, wanted: str) -> bool:
     return kind == wanted or kind.startswith(wanted + ".")
 
 
+def hidden_inputs(params: dict[str, str], skip: Collection[str] = ()) -> str:
+    """The authorize query as a consent form's hidden fields, so that its POST carries the request on."""
+    return "".join(
+        f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+        for k, v in params.items() if k not in skip
+    )
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """A benchmark harness stops a stand-in with SIGTERM; treat it like Ctrl-C so the port is released cleanly."""
+    raise KeyboardInterrupt
+
+
 class ProviderStandIn:
     """A provider's stand-in: what it serves is the subclass's; every piece of mutable state is behind `_lock`.
 
     A subclass sets `provider` (the name its pages disclaim), `page_css`,
     `server_version` and `request_kinds`, adds its routes to `_build_routes`,
     says what kind each request is (`kind_of`) and how it answers an error
-    (`error_answer`), and calls `reset()` once its own state is in place.
+    (`error_answer`), and calls `reset()` once its own state is in place;
+    its reset puts its users in `_users` and the one signed in in `_logged_in`.
     """
 
     provider = "Provider"
@@ -87,6 +107,18 @@ class ProviderStandIn:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def serve_until_stopped(self, *lines: str) -> None:
+        """Serves in the foreground, after printing `lines`, until Ctrl-C or SIGTERM: `python -m` runs it so."""
+        signal.signal(signal.SIGTERM, _interrupt)
+        self.start()
+        print("\n".join(lines), flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
     def _bind(self) -> None:
         """Binds lazily so base_url is usable before start() even with port 0."""
         if self._httpd is None:
@@ -110,8 +142,35 @@ class ProviderStandIn:
             self._late_answers: list[tuple[str, float]] = []
             self._rate_limited = 0
             self._rate_limited_counts: dict[str, int] = {}
+            self._users: dict[str, Any] = {}
+            self._logged_in: Any = None
+
+    # the person at the provider
+
+    def user(self, user_id: str) -> Any:
+        with self._lock:
+            return self._users[str(user_id)]
+
+    def login(self, user: Any) -> None:
+        """The consent page now speaks to `user`, as if they had signed in at the provider."""
+        with self._lock:
+            self._logged_in = user
+
+    @property
+    def logged_in(self) -> Any:
+        with self._lock:
+            return self._logged_in
+
+    def _decider(self, params: dict[str, str]) -> Any:
+        """`user_id` lets a non-browser test act as someone without touching the global login; None: unknown."""
+        user_id = params.get("user_id")
+        return self._users.get(user_id) if user_id else self._logged_in
 
     # what a subclass says about its provider
+
+    def endpoints(self) -> list[tuple[str, str]]:
+        """(label, URL) of what a client points at, for the index page."""
+        return []
 
     def kind_of(self, request: Request) -> str | None:
         """The request's kind, which faults, delays and counts are keyed by; None: none of them apply."""
@@ -258,14 +317,22 @@ class ProviderStandIn:
 
     # control API
 
+    def _index(self, request: Request) -> Answer:
+        items = "".join(
+            f"<li>{html.escape(label)}: <code>{html.escape(url)}</code></li>" for label, url in self.endpoints()
+        )
+        return self.page(200, f"{self.provider} stand-in", f"<ul>{items}</ul>")
+
     def _build_routes(self) -> Routes:
         return {
+            "/": {"GET": self._index},
             f"{CONTROL_PREFIX}/reset": {"POST": self._ctl_reset},
             f"{CONTROL_PREFIX}/fail_next": {"POST": self._ctl_fail_next},
             f"{CONTROL_PREFIX}/delay_next": {"POST": self._ctl_delay_next},
             f"{CONTROL_PREFIX}/delay_answer_next": {"POST": self._ctl_delay_answer_next},
             f"{CONTROL_PREFIX}/clear_faults": {"POST": self._ctl_clear_faults},
             f"{CONTROL_PREFIX}/stats": {"GET": self._ctl_stats},
+            f"{CONTROL_PREFIX}/login": {"POST": self._ctl_login},
         }
 
     @staticmethod
@@ -304,3 +371,10 @@ class ProviderStandIn:
 
     def _ctl_stats(self, request: Request) -> Answer:
         return json_answer(200, self.stats())
+
+    def _ctl_login(self, request: Request) -> Answer:
+        def act(data: dict[str, Any]) -> dict[str, Any]:
+            user = self.user(str(data["user_id"]))
+            self.login(user)
+            return {"user_id": user.id}
+        return self._ctl(request, act)

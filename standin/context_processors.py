@@ -1,5 +1,5 @@
 def banner(request):
-    """Every page says so when it talks to the local stand-in instead of the provider.
+    """Every page says so when it talks to the local stand-ins instead of the providers.
 
     The app is installed only while DISCORD_EMULATOR is on; base.html includes
     whatever site_banner names, without knowing of stand-ins.

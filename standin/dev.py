@@ -1,30 +1,64 @@
-"""The Discord connector pointed at the local stand-in: development, tests, benchmarks."""
+"""Each connector pointed at its local stand-in: development, tests, benchmarks.
+
+One entry per provider says which connector a stand-in serves, which setting
+names its port and which of its app's values an operator would paste, so
+that every stand-in is started and stored the same way.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from django.conf import settings
 
 from connectors.config import config_update
-from connectors.discord.connector import DiscordConnector
 from connectors.registry import registry
 
-from .discord import DEFAULT_APP, StandIn
+from . import discord, slack
+from .base import ProviderStandIn
 
 
-def store_standin_credentials(app=DEFAULT_APP):
-    """Store the stand-in application's credentials, as an operator would paste Discord's.
+@dataclass(frozen=True)
+class Wiring:
+    service_id: str
+    standin: type[ProviderStandIn]
+    default_app: Any
+    # The setting that holds the port runserver starts the stand-in on.
+    port_setting: str
+    # The values of the stand-in's app, keyed as the connector's fields.
+    credentials: Callable[[Any], dict[str, str]]
+
+
+WIRINGS = {
+    "discord": Wiring(
+        "appmixer:discord", discord.StandIn, discord.DEFAULT_APP, "DISCORD_EMULATOR_PORT",
+        lambda app: {"clientId": app.client_id, "clientSecret": app.client_secret, "botToken": app.bot_token},
+    ),
+    "slack": Wiring(
+        "appmixer:slack", slack.StandIn, slack.DEFAULT_APP, "SLACK_EMULATOR_PORT",
+        lambda app: {"clientId": app.client_id, "clientSecret": app.client_secret,
+                     "signingSecret": app.signing_secret},
+    ),
+}
+
+
+def store_standin_credentials(app=None, *, provider="discord"):
+    """Store a stand-in app's credentials (its default app's without one), as an operator would paste them.
 
     Returns the keys changed (config_update writes nothing for a value already stored).
     """
-    values = {
-        "clientId": app.client_id,
-        "clientSecret": app.client_secret,
-        "botToken": app.bot_token,
-    }
-    return config_update(service_id=DiscordConnector.service_id, values=values)
+    wiring = WIRINGS[provider]
+    values = wiring.credentials(wiring.default_app if app is None else app)
+    return config_update(service_id=wiring.service_id, values=values)
 
 
-def standin_start(*, port):
-    """Run the stand-in with this site's redirect URL registered, as the portal guide asks.
+def standin_start(*, provider="discord", port=None):
+    """Run a provider's stand-in with this site's redirect URL registered, as the setup checklist asks.
 
-    Returns the running stand-in and the credential keys that changed.
+    ``port`` defaults to the provider's port setting. Returns the running
+    stand-in and the credential keys that changed.
     """
-    redirect = registry.get(DiscordConnector.service_id).redirect_url()
-    standin = StandIn(port=port, redirect_uris=[redirect]).start()
-    return standin, store_standin_credentials(standin.app)
+    wiring = WIRINGS[provider]
+    redirect = registry.get(wiring.service_id).redirect_url()
+    port = getattr(settings, wiring.port_setting) if port is None else port
+    standin = wiring.standin(port=port, redirect_uris=[redirect]).start()
+    return standin, store_standin_credentials(standin.app, provider=provider)

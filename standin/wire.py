@@ -6,6 +6,8 @@ connections when it stops, so that a test's client sees the stand-in go away.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import socket
 import sys
@@ -81,6 +83,18 @@ class Request:
         if value[: len(prefix)].lower() == prefix.lower():
             return value[len(prefix):].strip()
         return None
+
+    def basic(self) -> tuple[str, str] | None:
+        """The (client id, secret) of HTTP Basic credentials, or None when there are none or they cannot be read."""
+        value = self.auth("Basic")
+        if value is None:
+            return None
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        client_id, sep, secret = decoded.partition(":")
+        return (client_id, secret) if sep else None
 
 
 class Server(ThreadingHTTPServer):

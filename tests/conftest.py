@@ -147,6 +147,35 @@ def standin(_standin_server, settings, db):
     return server
 
 
+@pytest.fixture(scope="session")
+def _slack_standin_server():
+    from standin.slack import StandIn
+
+    with StandIn() as server:
+        yield server
+
+
+@pytest.fixture
+def slack_standin(_slack_standin_server, settings, db):
+    """The local Slack stand-in, fresh for each test (token rotation off, as for a new Slack app),
+    with its credentials stored."""
+    server = _slack_standin_server
+    server.reset()
+    server.app.redirect_uris = []
+    server.app.token_rotation = False
+    settings.CONNECTORS = {
+        **settings.CONNECTORS,
+        "slack": {
+            **settings.CONNECTORS["slack"],
+            "API_BASE_URL": server.api_base_url,
+            "AUTHORIZE_URL": server.authorize_url,
+            "HTTP_TIMEOUT": 2.0,
+        },
+    }
+    store_standin_credentials(server.app, provider="slack")
+    return server
+
+
 @pytest.fixture
 def fake_connector(standin, settings):
     """A connector with nothing but the contract's defaults, registered beside Discord for one test."""

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
+from html.parser import HTMLParser
 from io import StringIO
 from pathlib import Path
 from smtplib import SMTPException
@@ -103,14 +104,47 @@ def start(client, next_url=None):
 
 
 def decide(standin, authorize_url, action="authorize", **extra):
-    """Press a button on the stand-in's consent page; return where it sends the browser."""
+    """Press a button on a stand-in's consent page (Discord's or Slack's); return where it sends the browser."""
     query = {k: v[0] for k, v in parse_qs(urlsplit(authorize_url).query).items()}
     query.update(action=action, **extra)
     answer = requests.get(
-        standin.base_url + "/oauth2/authorize/_approve", params=query, allow_redirects=False, timeout=5
+        standin.authorize_url + "/_approve", params=query, allow_redirects=False, timeout=5
     )
     assert answer.status_code == 302, answer.text
     return answer.headers["Location"]
+
+
+class ConsentForm(HTMLParser):
+    """What a browser would submit from a stand-in's consent page: its action, hidden fields, buttons, one select."""
+
+    def __init__(self, select):
+        super().__init__()
+        self.select = select
+        self.action = None
+        self.fields = {}
+        self.buttons = []
+        self.options = []
+        self.in_select = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "form":
+            self.action = a.get("action")
+        elif tag == "input" and a.get("type") == "hidden":
+            self.fields[a["name"]] = a["value"]
+        elif tag == "button":
+            self.buttons.append((a["name"], a["value"]))
+        elif tag == "select":
+            self.in_select = a.get("name") == self.select
+        elif tag == "option" and self.in_select:
+            self.options.append((a["value"], "selected" in a))
+
+
+def read_form(page, select=None):
+    """The consent form of ``page``; ``options`` lists the (value, selected) of the select named ``select``."""
+    reader = ConsentForm(select)
+    reader.feed(page)
+    return reader
 
 
 def finish(client, callback_url):
@@ -474,17 +508,13 @@ class FakeConnector(Connector):
     )
 
 
+def _grant_alive(standin, account):
+    return standin.refresh_token_valid(account.refresh_token) or standin.access_token_valid(account.access_token)
+
+
 def standin_harness(standin, connector, values):
     """The harness of a connector whose provider is the Discord stand-in (Discord's, the fake's)."""
     standin.app.redirect_uris = [connector.redirect_url()]
-
-    def decide_on(action):
-        return lambda authorize_url: decide(standin, authorize_url, action=action)
-
-    def grant_alive(account):
-        return standin.refresh_token_valid(account.refresh_token) or standin.access_token_valid(
-            account.access_token
-        )
 
     def remove_app(account):
         revoke_at_standin(standin, account.refresh_token)
@@ -493,9 +523,36 @@ def standin_harness(standin, connector, values):
         connector=connector,
         values=values,
         wrong_values={**values, "clientSecret": "not-the-secret-" + "x" * 24},
-        approve=decide_on("authorize"),
-        cancel=decide_on("cancel"),
-        grant_alive=grant_alive,
+        approve=lambda url: decide(standin, url),
+        cancel=lambda url: decide(standin, url, action="cancel"),
+        grant_alive=lambda account: _grant_alive(standin, account),
+        remove_app=remove_app,
+    )
+
+
+def slack_harness(standin, connector):
+    """The harness of the Slack connector on the Slack stand-in, its redirect URL registered there."""
+    app = standin.app
+    app.redirect_uris = [connector.redirect_url()]
+    values = {"clientId": app.client_id, "clientSecret": app.client_secret, "signingSecret": app.signing_secret}
+
+    def remove_app(account):
+        """The person removes the app in Slack: its token dies, as auth.revoke makes it."""
+        answer = requests.post(
+            standin.api_base_url + "/auth.revoke",
+            headers={"Authorization": f"Bearer {account.access_token}"},
+            timeout=5,
+        )
+        assert answer.json() == {"ok": True, "revoked": True}
+
+    return ProviderHarness(
+        connector=connector,
+        values=values,
+        # A secret Slack could have issued, but not this app's.
+        wrong_values={**values, "clientSecret": "0123456789abcdef" * 2},
+        approve=lambda url: decide(standin, url),
+        cancel=lambda url: decide(standin, url, action="cancel"),
+        grant_alive=lambda account: _grant_alive(standin, account),
         remove_app=remove_app,
     )
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 
 from standin.discord import StandIn
 
@@ -24,28 +22,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    """A benchmark harness stops us with SIGTERM; treat it like Ctrl-C so the port is released cleanly."""
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
     standin = StandIn(host=args.host, port=args.port, redirect_uris=args.redirect_uri,
                       rate_limit=args.rate_limit, global_limit=args.global_rate_limit)
-    standin.start()
-    print(f"Discord stand-in (not Discord) on {standin.base_url}")
-    print(f"  DISCORD_AUTHORIZE_URL={standin.authorize_url}")
-    print(f"  DISCORD_API_BASE_URL={standin.api_base_url}")
-    print(f"  client id: {standin.app.client_id}  (secret and bot token: standin.discord.DEFAULT_APP)")
-    print(f"  control API: {standin.base_url}/_standin/...   Ctrl-C to stop", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        standin.stop()
+    standin.serve_until_stopped(
+        f"Discord stand-in (not Discord) on {standin.base_url}",
+        f"  DISCORD_AUTHORIZE_URL={standin.authorize_url}",
+        f"  DISCORD_API_BASE_URL={standin.api_base_url}",
+        f"  client id: {standin.app.client_id}  (secret and bot token: standin.discord.DEFAULT_APP)",
+        f"  control API: {standin.base_url}/_standin/...   Ctrl-C to stop",
+    )
 
 
 if __name__ == "__main__":

@@ -17,14 +17,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import html
 import secrets
 import time
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
+from standin.base import hidden_inputs
 from standin.wire import Answer, Request, add_query, json_answer, redirect_answer
 
 from .state import Code, Grant, Guild, User, new_token
@@ -70,15 +69,6 @@ def oauth_error(status: int, error: str, description: str | None = None) -> Answ
 
 def invalid_grant(name: str) -> Answer:
     return oauth_error(400, "invalid_grant", f'Invalid "{name}" in request.')
-
-
-def _decode_basic(value: str) -> tuple[str, str] | None:
-    try:
-        decoded = base64.b64decode(value, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    client_id, sep, secret = decoded.partition(":")
-    return (client_id, secret) if sep else None
 
 
 class OAuthEndpoints:
@@ -129,10 +119,7 @@ class OAuthEndpoints:
     def _consent_html(self, params: dict[str, str], user: User, scopes: list[str]) -> str:
         esc = html.escape
         picks_guild = bool(GUILD_PICKING_SCOPES & set(scopes))
-        hidden = "".join(
-            f'<input type="hidden" name="{esc(k)}" value="{esc(v)}">'
-            for k, v in params.items() if k != "action" and not (picks_guild and k == "guild_id")
-        )
+        hidden = hidden_inputs(params, skip={"action", "guild_id"} if picks_guild else {"action"})
         scope_items = "".join(f"<li>{esc(SCOPE_WORDS.get(s, s))}</li>" for s in scopes)
         parts = [
             f'<div class="app"><div class="logo">{esc(self.app.name[:1])}</div><div>'
@@ -178,11 +165,6 @@ class OAuthEndpoints:
                 return self.page(400, "Authorization error", "<p>action must be authorize or cancel.</p>")
             return self._approve(params, user)
 
-    def _decider(self, params: dict[str, str]) -> User | None:
-        """`user_id` lets a non-browser test act as someone without touching the global login."""
-        user_id = params.get("user_id")
-        return self._users.get(user_id) if user_id else self._logged_in
-
     def _deny(self, params: dict[str, str]) -> Answer:
         reply = {"error": "access_denied", "error_description": DENIED_DESCRIPTION}
         if "state" in params:
@@ -221,9 +203,8 @@ class OAuthEndpoints:
 
     def _client_ok(self, request: Request, form: dict[str, str], basic_only: bool = False) -> bool:
         """Basic wins when present; otherwise the form fields, as Discord accepts both."""
-        basic = request.auth("Basic")
-        if basic is not None:
-            pair = _decode_basic(basic)
+        if request.auth("Basic") is not None:
+            pair = request.basic()
             if pair is None:
                 return False
             client_id, secret = pair

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import html
 import time
 from typing import Any, Iterable
 
@@ -158,19 +157,6 @@ class StandIn(OAuthEndpoints, RestEndpoints, ProviderStandIn):
             user.guilds.append(guild)
             return guild
 
-    def user(self, user_id: str) -> User:
-        with self._lock:
-            return self._users[str(user_id)]
-
-    def login(self, user: User) -> None:
-        with self._lock:
-            self._logged_in = user
-
-    @property
-    def logged_in(self) -> User:
-        with self._lock:
-            return self._logged_in
-
     def create_grant(
         self, user: User, scopes: str | Iterable[str] = "identify guilds", expires_in: float | None = None,
         guild: Guild | None = None,
@@ -265,13 +251,15 @@ class StandIn(OAuthEndpoints, RestEndpoints, ProviderStandIn):
             return {}, None
         return self._limits.check(kind, request.headers.get("Authorization") or "")
 
+    def endpoints(self) -> list[tuple[str, str]]:
+        return [("Authorize", self.authorize_url), ("API base", self.api_base_url)]
+
     def unrouted(self, request: Request) -> Answer | None:
         return self._avatar(request)
 
     def _build_routes(self) -> Routes:
         api = API_PREFIX
         return {
-            "/": {"GET": self._index},
             "/oauth2/authorize": {"GET": self._authorize_page, "POST": self._authorize_decide},
             "/oauth2/authorize/_approve": {"GET": self._authorize_decide},
             f"{api}/oauth2/token": {"POST": self._token},
@@ -283,16 +271,8 @@ class StandIn(OAuthEndpoints, RestEndpoints, ProviderStandIn):
             **super()._build_routes(),
             f"{CONTROL_PREFIX}/rate_limit": {"POST": self._ctl_rate_limit},
             f"{CONTROL_PREFIX}/users": {"POST": self._ctl_users},
-            f"{CONTROL_PREFIX}/login": {"POST": self._ctl_login},
             f"{CONTROL_PREFIX}/grants": {"POST": self._ctl_grants},
         }
-
-    def _index(self, request: Request) -> Answer:
-        items = "".join(
-            f"<li>{html.escape(label)}: <code>{html.escape(url)}</code></li>"
-            for label, url in (("Authorize", self.authorize_url), ("API base", self.api_base_url))
-        )
-        return self.page(200, "Discord stand-in", f"<ul>{items}</ul>")
 
     # control API
 
@@ -321,13 +301,6 @@ class StandIn(OAuthEndpoints, RestEndpoints, ProviderStandIn):
                 body = self._user_object(user, with_email=True)
                 body["guilds"] = [self._partial_guild(g) for g in user.guilds]
             return body
-        return self._ctl(request, act)
-
-    def _ctl_login(self, request: Request) -> Answer:
-        def act(data: dict[str, Any]) -> dict[str, Any]:
-            user = self.user(str(data["user_id"]))
-            self.login(user)
-            return {"user_id": user.id}
         return self._ctl(request, act)
 
     def _ctl_grants(self, request: Request) -> Answer:

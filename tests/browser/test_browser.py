@@ -368,3 +368,37 @@ def test_a_newcomer_signs_up_opens_a_disconnect_address_and_signs_out(site, page
     page.wait_for_url(f"{site}/accounts/login/")
     expect(page.get_by_text("You are signed out.")).to_be_visible()
     shot(page, "13-signed-out")
+
+
+def test_end_user_with_discord_and_slack_configured_connects_a_slack_workspace(
+    site, standin, slack_standin, page, django_user_model
+):
+    from playwright.sync_api import expect
+
+    slack_standin.app.redirect_uris = [f"{site}/auth/slack/callback"]
+    django_user_model.objects.create_user("sami", password="pw-sami-123")
+    log_in(page, site, "sami", "pw-sami-123")
+    expect(page.get_by_role("link", name="Connect Discord account")).to_be_visible()
+    expect(page.get_by_role("link", name="Connect Slack account")).to_be_visible()
+
+    page.get_by_role("link", name="Connect Slack account").click()
+    page.wait_for_url(re.compile("^" + re.escape(slack_standin.authorize_url)))
+    expect(page.get_by_text("This is not Slack.")).to_be_visible()
+    expect(page.get_by_role("button", name="Cancel")).to_be_visible()
+    page.get_by_label("Workspace").select_option(label="Stand-in Lab")
+    shot(page, "14-slack-consent")
+
+    page.get_by_role("button", name="Allow").click()
+    page.wait_for_url(f"{site}/accounts/")
+    card = page.locator(".card.account")
+    expect(card).to_have_count(1)
+    expect(card).to_contain_text("Stand-in Lab")
+    expect(card).to_contain_text("the app may: chat:write, channels:read")
+    expect(page.locator("ul.messages li.success")).to_contain_text(
+        "Connected Slack account U0STANDIN01 in Stand-in Lab"
+    )
+    shot(page, "15-accounts-slack-connected")
+
+    account = ConnectedAccount.objects.get()
+    assert account.service_id == "appmixer:slack" and account.servers.get().server_id == "T0STANDIN02"
+    assert account.access_token not in page.content()

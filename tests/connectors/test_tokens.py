@@ -218,6 +218,13 @@ def test_a_timeout_keeps_the_stored_tokens_and_records_the_fault(standin, expiri
 
     stored = assert_unchanged(expiring)
     assert "did not answer in time" in stored.last_error
+    # Once its delay is over the stand-in still carries the refresh out, as a slow
+    # provider would. Waiting for that keeps the late request from taking the next
+    # test's faults (a forced 429) from the shared stand-in.
+    deadline = time.monotonic() + 5
+    while standin.refresh_token_valid(expiring.refresh_token) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not standin.refresh_token_valid(expiring.refresh_token)
 
 
 def test_a_rate_limited_refresh_waits_and_succeeds(standin, expiring):

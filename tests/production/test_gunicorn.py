@@ -187,7 +187,9 @@ def test_security_headers_and_https_redirect(gunicorn, standin):
     assert page.headers["Referrer-Policy"] == "same-origin"
     assert page.headers["X-Content-Type-Options"] == "nosniff"
     csp = assert_strict_policies(page)
-    assert csp["form-action"] == ["'self'", urlsplit(standin.authorize_url)._replace(path="").geturl()]
+    # Every connector's consent page: Discord's (here the stand-in) and Slack's, at Slack in production.
+    discord = urlsplit(standin.authorize_url)._replace(path="").geturl()
+    assert csp["form-action"] == ["'self'", discord, "https://slack.com"]
 
     plain = requests.get(
         base + "/accounts/login/", headers={"Host": HOST}, allow_redirects=False, timeout=10

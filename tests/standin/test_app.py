@@ -14,8 +14,8 @@ from django.contrib.auth import get_user_model
 from tests.helpers import KEY, PRODUCTION, REPO
 
 BANNER = (
-    '<div class="standin">This site is talking to the <strong>local Discord stand-in</strong>, '
-    "not to Discord: nothing here reaches a real Discord account.</div>"
+    '<div class="standin">This site is talking to the <strong>local Discord and Slack stand-ins</strong>, '
+    "not to Discord or Slack: nothing here reaches a real Discord or Slack account.</div>"
 )
 EMULATOR = {"DEBUG": "true", "FIELD_ENCRYPTION_KEY": KEY, "DISCORD_EMULATOR": "true"}
 DEVELOPMENT = {**EMULATOR, "DISCORD_EMULATOR": "false"}

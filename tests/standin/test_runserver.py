@@ -1,17 +1,22 @@
-"""With DISCORD_EMULATOR on, runserver starts the stand-in, which passes Test credentials and says what it is."""
+"""With DISCORD_EMULATOR on, runserver starts the Discord and Slack stand-ins, which pass Test credentials
+and say what they are."""
 
 import logging
 import socket
 
 import pytest
+from django.core.management import CommandError
 
 from connectors.config import config_values
 from connectors.models import ConnectorConfig
 from connectors.registry import registry
 from standin.discord import DEFAULT_APP
 from standin.management.commands.runserver import Command as RunserverCommand
+from standin.slack import DEFAULT_APP as SLACK_APP
 from tests.conftest import SERVICE_ID
 from tests.helpers import connector_settings, runserver
+
+SLACK = "appmixer:slack"
 
 
 def free_port():
@@ -22,16 +27,30 @@ def free_port():
 
 @pytest.fixture
 def emulator(dev_mode):
-    port = free_port()
+    """The settings DISCORD_EMULATOR makes, on free ports."""
+    discord, slack = free_port(), free_port()
     dev_mode.DISCORD_EMULATOR = True
-    dev_mode.DISCORD_EMULATOR_PORT = port
+    dev_mode.DISCORD_EMULATOR_PORT = discord
+    dev_mode.SLACK_EMULATOR_PORT = slack
     connector_settings(
         dev_mode,
-        API_BASE_URL=f"http://127.0.0.1:{port}/api/v10",
-        AUTHORIZE_URL=f"http://127.0.0.1:{port}/oauth2/authorize",
+        API_BASE_URL=f"http://127.0.0.1:{discord}/api/v10",
+        AUTHORIZE_URL=f"http://127.0.0.1:{discord}/oauth2/authorize",
+        HTTP_TIMEOUT=2.0,
+    )
+    connector_settings(
+        dev_mode, "slack",
+        API_BASE_URL=f"http://127.0.0.1:{slack}/api",
+        AUTHORIZE_URL=f"http://127.0.0.1:{slack}/oauth/v2/authorize",
         HTTP_TIMEOUT=2.0,
     )
     return dev_mode
+
+
+def serve(address="127.0.0.1:8000", while_serving=lambda: None):
+    command, out, err = runserver(RunserverCommand, address, while_serving=while_serving)
+    command.stop_standins()
+    return command, out, err
 
 
 def test_test_credentials_passes_every_check_against_the_stand_in_runserver_starts(emulator):
@@ -41,30 +60,58 @@ def test_test_credentials_passes_every_check_against_the_stand_in_runserver_star
         connector = registry.get(SERVICE_ID)
         results.extend(connector.check_credentials(config_values(SERVICE_ID)))
 
-    command, out, _ = runserver(RunserverCommand, "127.0.0.1:8000", while_serving=test_credentials)
-    command.standin.stop()
-    assert "Local Discord stand-in at" in out
+    _, out, _ = serve(while_serving=test_credentials)
+    assert f"Discord stand-in at http://127.0.0.1:{emulator.DISCORD_EMULATOR_PORT}" in out
     assert len(results) == 9
-    assert [(r.name, r.message) for r in results if not r.ok] == []
+    assert [(r.name, r.detail) for r in results if not r.ok] == []
 
 
-def test_the_stand_in_stores_its_credentials_once_and_on_record(emulator, caplog):
+def test_slack_test_credentials_passes_every_check_against_the_slack_stand_in_runserver_starts(emulator):
+    results = []
+
+    def test_credentials():
+        results.extend(registry.get(SLACK).check_credentials(config_values(SLACK)))
+
+    _, out, _ = serve(while_serving=test_credentials)
+    assert f"Slack stand-in at http://127.0.0.1:{emulator.SLACK_EMULATOR_PORT}; {SLACK} holds its credentials." in out
+    assert [result.name for result in results] == ["Client ID", "Client secret", "Redirect URL registered"]
+    assert [(r.name, r.detail) for r in results if not r.ok] == []
+
+
+def test_runserver_says_both_stand_ins_run_and_registers_this_sites_redirect_urls(emulator):
+    command, out, _ = serve()
+    assert "Local Discord and Slack stand-ins running (DISCORD_EMULATOR is on):" in out
+    assert command.standins["discord"].app.redirect_uris == ["http://127.0.0.1:8000/auth/discord/callback"]
+    assert command.standins["slack"].app.redirect_uris == ["http://127.0.0.1:8000/auth/slack/callback"]
+
+
+def test_the_stand_ins_store_their_credentials_once_and_on_record(emulator, caplog):
     caplog.set_level(logging.INFO, logger="connectors.audit")
-    runserver(RunserverCommand, "127.0.0.1:8000")[0].standin.stop()
+    serve()
     audit = [r.getMessage() for r in caplog.records if r.name == "connectors.audit"]
-    assert len(audit) == 1
-    assert audit[0].startswith("runserver by ")
+    assert len(audit) == 2
+    assert all(line.startswith("runserver by ") for line in audit)
     assert audit[0].endswith(f"stored the stand-in's credentials in {SERVICE_ID}: clientId, clientSecret, botToken")
-    assert DEFAULT_APP.client_secret not in audit[0]
-    updated = ConnectorConfig.objects.get(service_id=SERVICE_ID).updated_at
+    assert audit[1].endswith(f"stored the stand-in's credentials in {SLACK}: clientId, clientSecret, signingSecret")
+    for secret in (DEFAULT_APP.client_secret, SLACK_APP.client_secret, SLACK_APP.signing_secret):
+        assert not any(secret in line for line in audit)
+    updated = {c.service_id: c.updated_at for c in ConnectorConfig.objects.all()}
 
     caplog.clear()
-    runserver(RunserverCommand, "127.0.0.1:8000")[0].standin.stop()
+    serve()
     assert [r for r in caplog.records if r.name == "connectors.audit"] == []
-    assert ConnectorConfig.objects.get(service_id=SERVICE_ID).updated_at == updated
+    assert {c.service_id: c.updated_at for c in ConnectorConfig.objects.all()} == updated
+
+
+def test_a_busy_slack_port_stops_runserver_saying_which_setting_to_change(emulator):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", emulator.SLACK_EMULATOR_PORT))
+        with pytest.raises(CommandError, match="set SLACK_EMULATOR_PORT to a free port"):
+            runserver(RunserverCommand, "127.0.0.1:8000")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", emulator.DISCORD_EMULATOR_PORT))
 
 
 def test_runserver_with_the_stand_in_still_warns_when_connect_would_lead_elsewhere(emulator):
-    command, _, err = runserver(RunserverCommand, "127.0.0.1:8500")
-    command.standin.stop()
+    _, _, err = serve("127.0.0.1:8500")
     assert "serving on 127.0.0.1:8500, but PUBLIC_BASE_URL is http://127.0.0.1:8000" in err

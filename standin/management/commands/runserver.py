@@ -1,27 +1,43 @@
-from django.conf import settings
+from django.core.management import CommandError
 
 from connectors.audit import command_done
-from connectors.discord.connector import DiscordConnector
 from connectors.management.commands.runserver import Command as RunserverCommand
 
-from ...dev import standin_start
+from ...dev import WIRINGS, standin_start
 
 
 class Command(RunserverCommand):
     help = (
-        "Django's development server with the local Discord stand-in beside it (DISCORD_EMULATOR "
-        "is on): it starts the stand-in and stores its credentials under appmixer:discord."
+        "Django's development server with the local provider stand-ins beside it (DISCORD_EMULATOR "
+        "is on): it starts the Discord and the Slack stand-in and stores their credentials under "
+        "appmixer:discord and appmixer:slack."
     )
 
     def inner_run(self, *args, **options):
         # inner_run is the serving process (the autoreloader's child), so the
-        # stand-in starts exactly once, beside the code it serves.
-        service_id = DiscordConnector.service_id
-        self.standin, changed = standin_start(port=settings.DISCORD_EMULATOR_PORT)
-        if changed:
-            command_done("runserver", f"stored the stand-in's credentials in {service_id}: {', '.join(changed)}")
-        self.stdout.write(
-            f"Local Discord stand-in at {self.standin.base_url} (DISCORD_EMULATOR is on); "
-            f"{service_id} now holds its credentials."
-        )
+        # stand-ins start exactly once, beside the code they serve.
+        self.standins = {}
+        for provider, wiring in WIRINGS.items():
+            try:
+                standin, changed = standin_start(provider=provider)
+            except OSError as error:
+                self.stop_standins()
+                raise CommandError(
+                    f"The local {provider} stand-in could not start ({error}); "
+                    f"set {wiring.port_setting} to a free port."
+                ) from None
+            self.standins[provider] = standin
+            if changed:
+                command_done("runserver", f"stored the stand-in's credentials in {wiring.service_id}: "
+                                          f"{', '.join(changed)}")
+        names = " and ".join(standin.provider for standin in self.standins.values())
+        self.stdout.write(f"Local {names} stand-ins running (DISCORD_EMULATOR is on):")
+        for provider, standin in self.standins.items():
+            self.stdout.write(f"  {standin.provider} stand-in at {standin.base_url}; "
+                              f"{WIRINGS[provider].service_id} holds its credentials.")
         super().inner_run(*args, **options)
+
+    def stop_standins(self):
+        """Stops the stand-ins this command started (tests run it in-process, over and over)."""
+        for standin in self.standins.values():
+            standin.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -13,6 +12,7 @@ import requests
 
 from standin.discord import DEFAULT_APP, StandIn
 from standin.discord.ratelimit import bucket_of
+from tests.helpers import read_form
 
 REDIRECT = "http://app.test/auth/discord/callback"
 CLIENT = (DEFAULT_APP.client_id, DEFAULT_APP.client_secret)
@@ -32,37 +32,6 @@ def sd():
 def http():
     with requests.Session() as session:
         yield session
-
-
-class FormReader(HTMLParser):
-    """Collects what a browser would submit from the consent page."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.action = None
-        self.fields: dict[str, str] = {}
-        self.buttons: list[tuple[str, str]] = []
-        self.options: list[tuple[str, bool]] = []
-        self.in_select = False
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "form":
-            self.action = a.get("action")
-        elif tag == "input" and a.get("type") == "hidden":
-            self.fields[a["name"]] = a["value"]
-        elif tag == "button":
-            self.buttons.append((a["name"], a["value"]))
-        elif tag == "select":
-            self.in_select = a.get("name") == "guild_id"
-        elif tag == "option" and self.in_select:
-            self.options.append((a["value"], "selected" in a))
-
-
-def read_form(page: str) -> FormReader:
-    reader = FormReader()
-    reader.feed(page)
-    return reader
 
 
 def authorize_query(**extra) -> dict[str, str]:
@@ -150,7 +119,7 @@ def test_bot_install_picks_guild_and_reports_it(sd, http):
     sd.login(alice)
     page = http.get(sd.authorize_url, params=authorize_query(scope="bot applications.commands", permissions="8",
                                                              guild_id=mine.id))
-    assert read_form(page.text).options == [(mine.id, True)]
+    assert read_form(page.text, select="guild_id").options == [(mine.id, True)]
 
     back = click(sd, http, scope="bot applications.commands", permissions="8", guild_id=mine.id)
     assert back["guild_id"] == mine.id and back["permissions"] == "8" and back["state"] == "st4te"
