@@ -79,7 +79,7 @@ class ConnectorConfigAdmin(admin.ModelAdmin):
         try:
             fields = registry.get(obj.service_id).fields
             defaults = {field.key for field in fields if field.default}
-            keys = [field.key for field in fields]
+            keys = [field.key for field in fields if field.required or field.key in stored]
         except UnknownConnector:
             defaults, keys = set(), sorted(stored)
 

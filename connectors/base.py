@@ -47,6 +47,9 @@ class ConfigField:
     default: str = ""
     # Named bits of an integer bit set (label -> bit), shown as check boxes.
     flags: tuple[tuple[str, int], ...] = ()
+    # False for a value only some uses need (a key for events, extra
+    # scopes): lists do not show it missing.
+    required: bool = True
 
     def normalise(self, raw):
         value = (raw or "").strip()

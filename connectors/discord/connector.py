@@ -83,6 +83,7 @@ class DiscordConnector(Connector):
                 "events Discord sends (needed only for them)."
             ),
             clean=clean_public_key,
+            required=False,
         ),
         ConfigField(
             key="scopes",

@@ -56,7 +56,7 @@ class SlackConnector(Connector):
         ConfigField("scopes", "Bot scopes", "Comma separated; OAuth & Permissions → Bot Token Scopes.",
                     clean=clean_scopes, default="chat:write,channels:read"),
         ConfigField("userScopes", "User scopes", "Comma separated, optional: ask them to act as the user.",
-                    clean=clean_scopes, default=""),
+                    clean=clean_scopes, required=False),
     )
     scope_delimiter = ","
     server_noun = "workspace"

@@ -76,6 +76,10 @@ def test_the_list_shows_each_service_which_keys_are_set_and_when_it_changed(admi
     assert "✗ botToken" in html
     # A key with a default counts as set: the default applies.
     assert "✓ scopes (default)" in html and "✓ permissions (default)" in html
+    # An optional key is not shown missing; once set, it is listed.
+    assert "publicKey" not in html
+    config_update(service_id=SERVICE_ID, values={"publicKey": "ab" * 32})
+    assert "✓ publicKey" in admin_client.get(CHANGELIST).content.decode()
     assert "Last changed" in html
     # Readable, to the minute, no microseconds.
     changed = ConnectorConfig.objects.get(service_id=SERVICE_ID).updated_at
