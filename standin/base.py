@@ -27,7 +27,9 @@ standin.<provider>``).
 
 from __future__ import annotations
 
+import functools
 import html
+import re
 import signal
 import threading
 import time
@@ -39,6 +41,8 @@ from .wire import Answer, Request, Server, json_answer
 CONTROL_PREFIX = "/_standin"
 
 Routes = dict[str, dict[str, Callable[[Request], Answer]]]
+# Routes with ids in the path; each handler also gets the pattern's named groups as keywords.
+PatternRoutes = list[tuple[re.Pattern[str], dict[str, Callable[..., Answer]]]]
 
 
 def kind_matches(kind: str, wanted: str) -> bool:
@@ -80,6 +84,7 @@ class ProviderStandIn:
         self._httpd: Server | None = None
         self._thread: threading.Thread | None = None
         self._routes = self._build_routes()
+        self._pattern_routes = self._build_pattern_routes()
 
     # lifecycle
 
@@ -291,7 +296,7 @@ class ProviderStandIn:
             status = self._take(self._faults, kind)
         if status:
             return self.error_answer(status)
-        methods = self._routes.get(request.path)
+        methods = self._methods_for(request.path)
         if methods is None:
             return self.unrouted(request) or self.error_answer(404)
         handler = methods.get(request.method)
@@ -304,6 +309,16 @@ class ProviderStandIn:
         answer = handler(request)
         answer.send_after = late or 0.0
         return answer
+
+    def _methods_for(self, path: str) -> dict[str, Callable[[Request], Answer]] | None:
+        methods = self._routes.get(path)
+        if methods is not None:
+            return methods
+        for pattern, handlers in self._pattern_routes:
+            match = pattern.fullmatch(path)
+            if match:
+                return {verb: functools.partial(handler, **match.groupdict()) for verb, handler in handlers.items()}
+        return None
 
     @staticmethod
     def _take(queue: list[tuple[str, Any]], kind: str | None) -> Any:
@@ -321,7 +336,11 @@ class ProviderStandIn:
         items = "".join(
             f"<li>{html.escape(label)}: <code>{html.escape(url)}</code></li>" for label, url in self.endpoints()
         )
-        return self.page(200, f"{self.provider} stand-in", f"<ul>{items}</ul>")
+        return self.page(200, f"{self.provider} stand-in", f"<ul>{items}</ul>{self.index_html()}")
+
+    def index_html(self) -> str:
+        """More of the index page, after the endpoints: what a provider lets a person do there."""
+        return ""
 
     def _build_routes(self) -> Routes:
         return {
@@ -334,6 +353,9 @@ class ProviderStandIn:
             f"{CONTROL_PREFIX}/stats": {"GET": self._ctl_stats},
             f"{CONTROL_PREFIX}/login": {"POST": self._ctl_login},
         }
+
+    def _build_pattern_routes(self) -> PatternRoutes:
+        return []
 
     @staticmethod
     def _ctl(request: Request, action: Callable[[dict[str, Any]], Any]) -> Answer:

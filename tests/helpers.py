@@ -114,6 +114,24 @@ def decide(standin, authorize_url, action="authorize", **extra):
     return answer.headers["Location"]
 
 
+def standin_tokens(standin, scope="identify guilds bot", **extra):
+    """Authorize at the Discord stand-in without a browser and exchange the code: its token answer.
+
+    The stand-in must accept any redirect (no redirect_uris registered).
+    """
+    redirect = "http://app.test/auth/discord/callback"
+    query = {"client_id": standin.app.client_id, "response_type": "code", "redirect_uri": redirect,
+             "scope": scope, "action": "authorize", **extra}
+    location = requests.get(standin.authorize_url + "/_approve", params=query, allow_redirects=False,
+                            timeout=5).headers["Location"]
+    code = parse_qs(urlsplit(location).query)["code"][0]
+    answer = requests.post(standin.api_base_url + "/oauth2/token", timeout=5,
+                           auth=(standin.app.client_id, standin.app.client_secret),
+                           data={"grant_type": "authorization_code", "code": code, "redirect_uri": redirect})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
 class ConsentForm(HTMLParser):
     """What a browser would submit from a stand-in's consent page: its action, hidden fields, buttons, one select."""
 

@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
         f"  DISCORD_AUTHORIZE_URL={standin.authorize_url}",
         f"  DISCORD_API_BASE_URL={standin.api_base_url}",
         f"  client id: {standin.app.client_id}  (secret and bot token: standin.discord.DEFAULT_APP)",
+        f"  public key (publicKey, for events): {standin.app.verify_key}",
         f"  control API: {standin.base_url}/_standin/...   Ctrl-C to stop",
     )
 

@@ -106,9 +106,11 @@ class OAuthEndpoints:
                 return self.page(400, "Authorization error", f"<p>{html.escape(problem)}</p>")
             user = self._logged_in
             scopes = params["scope"].split()
-            if params.get("prompt") == "none" and self._has_prior_grant(user, scopes):
-                return self._approve(params, user)
-            return self.page(200, f"Authorize {self.app.name}", self._consent_html(params, user, scopes))
+            if not (params.get("prompt") == "none" and self._has_prior_grant(user, scopes)):
+                return self.page(200, f"Authorize {self.app.name}", self._consent_html(params, user, scopes))
+            answer = self._approve(params, user)
+        self._send_queued()
+        return answer
 
     def _has_prior_grant(self, user: User, scopes: list[str]) -> bool:
         """prompt=none skips the screen only for a repeat, and never for bot installs."""
@@ -163,7 +165,9 @@ class OAuthEndpoints:
                 return self._deny(params)
             if action != "authorize":
                 return self.page(400, "Authorization error", "<p>action must be authorize or cancel.</p>")
-            return self._approve(params, user)
+            answer = self._approve(params, user)
+        self._send_queued()
+        return answer
 
     def _deny(self, params: dict[str, str]) -> Answer:
         reply = {"error": "access_denied", "error_description": DENIED_DESCRIPTION}
@@ -184,6 +188,7 @@ class OAuthEndpoints:
         code = Code(secrets.token_urlsafe(22), self.app.client_id, params["redirect_uri"], scopes, user, guild,
                     permissions, time.time() + CODE_TTL)
         self._codes[code.value] = code
+        self._authorized_later(user, scopes, guild)
         reply = {"code": code.value}
         if "state" in params:
             reply["state"] = params["state"]

@@ -4,10 +4,13 @@
   ``X-RateLimit-Bucket`` (``bucket_of(kind)``): the token endpoint (all grant
   types) is one, the revocation, ``/users/@me``, ``/users/@me/guilds``,
   ``/oauth2/@me`` and ``/oauth2/applications/@me`` one each, unknown paths
-  share one. Counters are per (bucket, Authorization header value): each
-  Bearer token has its own, the token endpoint called with HTTP Basic shares
-  one for the application, and requests without Authorization (client
-  credentials in the form, say) share the empty one.
+  share one; the bot routes ``GET /guilds/{id}/channels`` and ``POST
+  /channels/{id}/messages`` one each. Counters are per (bucket, major
+  parameter, Authorization header value): each Bearer token has its own, the
+  token endpoint called with HTTP Basic shares one for the application, and
+  requests without Authorization (client credentials in the form, say) share
+  the empty one; the bot routes count each server or channel (the id in the
+  path) apart, as Discord does, under the same bucket name.
 - ``rate_limit(n)`` (``--rate-limit``, ``POST /_standin/rate_limit
   {"per_second": n}``) sets the limit of every such counter: a fixed window of
   one second that starts at the first request after the previous one ended.
@@ -119,7 +122,7 @@ class RateLimits:
         with self._lock:
             self._per_second = self._initial_rate
             self._global_per_second = self._initial_global
-            self._buckets: dict[tuple[str, str], _Window] = {}
+            self._buckets: dict[tuple[str, str, str], _Window] = {}
             self._global_window = _Window()
             self._next_prune = 0.0
             self._forced: list[tuple[float, bool, str]] = []
@@ -153,8 +156,8 @@ class RateLimits:
         with self._lock:
             self._forced.clear()
 
-    def check(self, kind: str | None, credential: str) -> tuple[dict[str, str], Answer | None]:
-        """Forced 429s, then the global window, then the window of (route's bucket, credential)."""
+    def check(self, kind: str | None, credential: str, major: str = "") -> tuple[dict[str, str], Answer | None]:
+        """Forced 429s, then the global window, then the window of (route's bucket, major parameter, credential)."""
         bucket = bucket_of(kind)
         with self._lock:
             now = time.time()
@@ -170,9 +173,10 @@ class RateLimits:
                 if window.used >= _allowed(self._global_per_second):
                     return {}, _too_many(_ceil_ms(window.end - now), True, "global", {})
                 window.used += 1
-            window = self._buckets.get((bucket, credential))
+            key = (bucket, major, credential)
+            window = self._buckets.get(key)
             if window is None:
-                window = self._buckets[(bucket, credential)] = _Window()
+                window = self._buckets[key] = _Window()
             window.roll(now)
             reset_after = _ceil_ms(window.end - now)
             if self._per_second is not None and window.used >= shown:

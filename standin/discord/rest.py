@@ -169,6 +169,9 @@ class RestEndpoints:
                 integration_types_config=copy.deepcopy(app.integration_types_config),
                 approximate_guild_count=self._bot_guild_count(),
             )
+            if app.event_webhooks_url:
+                body.update(event_webhooks_url=app.event_webhooks_url, event_webhooks_status=2,
+                            event_webhooks_types=["APPLICATION_AUTHORIZED", "APPLICATION_DEAUTHORIZED"])
         return body
 
     def _bot_guild_count(self) -> int:

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import copy
+import re
 import time
 from typing import Any, Iterable
 
-from standin.base import CONTROL_PREFIX, ProviderStandIn, Routes
-from standin.wire import Answer, Request
+from standin.base import CONTROL_PREFIX, PatternRoutes, ProviderStandIn, Routes
+from standin.wire import Answer, Request, json_answer
 
+from .bot import CHANNEL_MESSAGES, GUILD_CHANNELS, BotEndpoints, bot_route
+from .events import EventSender, new_key_pair
 from .oauth import OAuthEndpoints
 from .ratelimit import RateLimits, check_rate
 from .rest import RestEndpoints, message_answer
-from .state import DEFAULT_APP, DISCORD_EPOCH_MS, App, Code, Grant, Guild, User, new_token
+from .state import DEFAULT_APP, DISCORD_EPOCH_MS, App, Channel, Code, Grant, Guild, User, new_token
 
 API_PREFIX = "/api/v10"
 REQUEST_KINDS = (
     "token.authorization_code", "token.refresh_token", "token.client_credentials",
     "revoke", "users_me", "oauth2_me", "applications_me", "guilds", "authorize",
+    "guild_channels", "channel_messages",
 )
 API_KINDS = {
     "/oauth2/token/revoke": "revoke",
@@ -45,10 +49,14 @@ STANDIN_CSS = (
     "margin-top:1.25rem}button{border:0;border-radius:4px;padding:.6rem 1.25rem;font-size:.9rem;"
     "cursor:pointer}button[value=authorize]{background:#5865f2;color:#fff}"
     "button[value=cancel]{background:transparent;color:#dbdee1}"
+    "h2{font-size:1rem;color:#f2f3f5;margin:1.25rem 0 .25rem}code{word-break:break-all}"
+    "ul.people{list-style:none;padding:0;margin:.5rem 0}ul.people li{display:flex;align-items:center;"
+    "justify-content:space-between;gap:.5rem;padding:.4rem 0;border-bottom:1px solid #3f4147}"
+    "button.danger{background:#da373c;color:#fff;padding:.4rem .8rem;white-space:nowrap}"
 )
 
 
-class StandIn(OAuthEndpoints, RestEndpoints, ProviderStandIn):
+class StandIn(EventSender, BotEndpoints, OAuthEndpoints, RestEndpoints, ProviderStandIn):
     """In-process Discord stand-in; every piece of mutable state is behind `_lock`, the rate limits behind theirs."""
 
     provider = "Discord"
@@ -65,9 +73,11 @@ class StandIn(OAuthEndpoints, RestEndpoints, ProviderStandIn):
         access_token_ttl: int = 604800,
         rate_limit: float | None = None,
         global_limit: float | None = None,
+        signing_seed: bytes | None = None,
     ) -> None:
         super().__init__(host=host, port=port)
         self.app = app if app is not None else copy.deepcopy(DEFAULT_APP)
+        self._signing_key, self.app.verify_key = new_key_pair(signing_seed)
         if redirect_uris is not None:
             self.app.redirect_uris = list(redirect_uris)
         self.access_token_ttl = access_token_ttl
@@ -97,6 +107,11 @@ class StandIn(OAuthEndpoints, RestEndpoints, ProviderStandIn):
             self._grants: list[Grant] = []
             self._by_access: dict[str, Grant] = {}
             self._by_refresh: dict[str, Grant] = {}
+            self._guilds: dict[str, Guild] = {}
+            self._channels: dict[str, Channel] = {}
+            self._messages: dict[str, list[dict[str, Any]]] = {}
+            self._outbox: list[tuple[User, dict[str, Any]]] = []
+            self._deliveries: list[tuple[str, int | None]] = []
             default = self.add_user(id="100000000000000003", username="standin_user", global_name="Stand-in User",
                                     email="standin_user@standin.invalid",
                                     guilds=[{"id": "100000000000000004", "name": "Stand-in User's server"}])
@@ -135,6 +150,7 @@ class StandIn(OAuthEndpoints, RestEndpoints, ProviderStandIn):
 
     def _attach_guild(self, user: User, guild: Guild | dict[str, Any] | str) -> None:
         if isinstance(guild, Guild):
+            self._register_guild(guild)
             user.guilds.append(guild)
         elif isinstance(guild, str):
             self.add_guild(user, name=guild)
@@ -154,8 +170,17 @@ class StandIn(OAuthEndpoints, RestEndpoints, ProviderStandIn):
             guild_id = str(id) if id is not None else self.snowflake()
             owner_id = user.id if owner else self.snowflake()
             guild = Guild(guild_id, name, owner_id, owner, str(permissions), icon)
+            self._register_guild(guild)
             user.guilds.append(guild)
             return guild
+
+    def _register_guild(self, guild: Guild) -> None:
+        """The bot routes find a server and its channels by id; a new server gets Discord's default channels."""
+        if not guild.channels:
+            guild.channels = self._default_channels(guild)
+        self._guilds.setdefault(guild.id, guild)
+        for channel in guild.channels:
+            self._channels.setdefault(channel.id, channel)
 
     def create_grant(
         self, user: User, scopes: str | Iterable[str] = "identify guilds", expires_in: float | None = None,
@@ -240,7 +265,8 @@ class StandIn(OAuthEndpoints, RestEndpoints, ProviderStandIn):
         if tail == "/oauth2/token":
             grant_type = request.form().get("grant_type")
             return f"token.{grant_type}" if grant_type else "token"
-        return API_KINDS.get(tail)
+        route = bot_route(tail)
+        return route[0] if route else API_KINDS.get(tail)
 
     def error_answer(self, status: int) -> Answer:
         return message_answer(status)
@@ -249,7 +275,9 @@ class StandIn(OAuthEndpoints, RestEndpoints, ProviderStandIn):
         """Only the API is rate limited."""
         if not (request.path.startswith(API_PREFIX + "/") or request.path == API_PREFIX):
             return {}, None
-        return self._limits.check(kind, request.headers.get("Authorization") or "")
+        route = bot_route(request.path[len(API_PREFIX):])
+        major = route[1] if route else ""
+        return self._limits.check(kind, request.headers.get("Authorization") or "", major)
 
     def endpoints(self) -> list[tuple[str, str]]:
         return [("Authorize", self.authorize_url), ("API base", self.api_base_url)]
@@ -268,11 +296,24 @@ class StandIn(OAuthEndpoints, RestEndpoints, ProviderStandIn):
             f"{api}/users/@me/guilds": {"GET": self._users_me_guilds},
             f"{api}/oauth2/@me": {"GET": self._oauth2_me},
             f"{api}/oauth2/applications/@me": {"GET": self._applications_me},
+            "/remove-app": {"POST": self._remove_app_page},
             **super()._build_routes(),
             f"{CONTROL_PREFIX}/rate_limit": {"POST": self._ctl_rate_limit},
+            f"{CONTROL_PREFIX}/events_url": {"POST": self._ctl_events_url},
+            f"{CONTROL_PREFIX}/ping": {"POST": self._ctl_ping},
+            f"{CONTROL_PREFIX}/remove_app": {"POST": self._ctl_remove_app},
+            f"{CONTROL_PREFIX}/remove_bot": {"POST": self._ctl_remove_bot},
+            f"{CONTROL_PREFIX}/deny_send": {"POST": self._ctl_deny_send},
+            f"{CONTROL_PREFIX}/messages": {"GET": self._ctl_messages},
             f"{CONTROL_PREFIX}/users": {"POST": self._ctl_users},
             f"{CONTROL_PREFIX}/grants": {"POST": self._ctl_grants},
         }
+
+    def _build_pattern_routes(self) -> PatternRoutes:
+        return [
+            (re.compile(re.escape(API_PREFIX) + GUILD_CHANNELS.pattern), {"GET": self._guild_channels}),
+            (re.compile(re.escape(API_PREFIX) + CHANNEL_MESSAGES.pattern), {"POST": self._channel_messages}),
+        ]
 
     # control API
 
@@ -320,3 +361,39 @@ class StandIn(OAuthEndpoints, RestEndpoints, ProviderStandIn):
                                  "expires_in": int(round(grant.expires_at - time.time()))})
                 return made
         return self._ctl(request, act)
+
+    def _ctl_events_url(self, request: Request) -> Answer:
+        """{"url": "…"} registers the events URL (Webhooks → Endpoint URL); {"url": null} removes it."""
+        def act(data: dict[str, Any]) -> dict[str, Any]:
+            url = data["url"]
+            if url is not None and not str(url).startswith(("http://", "https://")):
+                raise ValueError("url must be an http(s) URL or null")
+            self.app.event_webhooks_url = None if url is None else str(url)
+            return {"url": self.app.event_webhooks_url}
+        return self._ctl(request, act)
+
+    def _ctl_ping(self, request: Request) -> Answer:
+        return json_answer(200, {"status": self.ping()})
+
+    def _ctl_remove_app(self, request: Request) -> Answer:
+        def act(data: dict[str, Any]) -> dict[str, Any]:
+            revoked, status = self.remove_app(str(data["user_id"]))
+            return {"revoked": revoked, "status": status}
+        return self._ctl(request, act)
+
+    def _ctl_remove_bot(self, request: Request) -> Answer:
+        def act(data: dict[str, Any]) -> dict[str, Any]:
+            self.remove_bot(str(data["guild_id"]))
+            return {}
+        return self._ctl(request, act)
+
+    def _ctl_deny_send(self, request: Request) -> Answer:
+        def act(data: dict[str, Any]) -> dict[str, Any]:
+            self.deny_send(str(data["channel_id"]))
+            return {}
+        return self._ctl(request, act)
+
+    def _ctl_messages(self, request: Request) -> Answer:
+        """GET ?channel_id=…: what the bot posted there, oldest first."""
+        channel_id = request.query.get("channel_id", "")
+        return json_answer(200, self.messages(channel_id))

@@ -38,11 +38,28 @@ class App:
     bot_user_id: str = "100000000000000001"
     bot_username: str = "Stand-in Bot"
     description: str = "Local Discord stand-in application"
-    verify_key: str = "0" * 64
+    # Set by the stand-in from the key pair it makes, so that only its own signatures verify.
+    verify_key: str = ""
     integration_types_config: dict[str, Any] = field(default_factory=_recommended_install_config)
+    # Webhooks → Endpoint URL: where events go; None sends none, as before one is registered.
+    event_webhooks_url: str | None = None
 
 
 DEFAULT_APP = App()
+
+
+@dataclass(eq=False)
+class Channel:
+    """A channel of a server; `can_send` False mimics a channel whose overwrites deny the bot Send Messages."""
+
+    id: str
+    guild_id: str
+    type: int
+    name: str
+    position: int
+    parent_id: str | None = None
+    can_send: bool = True
+    last_message_id: str | None = None
 
 
 @dataclass(eq=False)
@@ -56,6 +73,7 @@ class Guild:
     permissions: str = "2147483647"
     icon: str | None = None
     bot_added: bool = False
+    channels: list[Channel] = field(default_factory=list)
 
     def can_install(self) -> bool:
         """Discord only lists servers where the user may add a bot."""

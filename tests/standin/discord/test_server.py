@@ -309,13 +309,16 @@ def test_every_route_has_its_own_stable_bucket(sd, http):
                                               data={"grant_type": "client_credentials", "scope": "identify"}),
         "revoke": http.post(sd.api_base_url + "/oauth2/token/revoke", auth=CLIENT, data={"token": "x"}),
         "nope": http.get(sd.api_base_url + "/nope"),
-        "nope2": http.post(sd.api_base_url + "/channels/1/messages"),
+        "nope2": http.post(sd.api_base_url + "/channels/1/pins"),
+        "channel_messages": http.post(sd.api_base_url + "/channels/1/messages"),
+        "guild_channels": http.get(sd.api_base_url + "/guilds/1/channels"),
     }
     buckets = {kind: resp.headers["X-RateLimit-Bucket"] for kind, resp in seen.items()}
     assert all(re.fullmatch(r"[0-9a-f]{16}", b) for b in buckets.values())
     assert buckets["token.refresh_token"] == buckets["token.client_credentials"] == bucket_of("token")
     assert buckets["nope"] == buckets["nope2"]
-    distinct = [buckets[k] for k in ("users_me", "guilds", "oauth2_me", "token.refresh_token", "revoke", "nope")]
+    distinct = [buckets[k] for k in ("users_me", "guilds", "oauth2_me", "token.refresh_token", "revoke", "nope",
+                                     "channel_messages", "guild_channels")]
     assert len(set(distinct)) == len(distinct)
     with StandIn() as other:
         assert get(other, http, "/users/@me", "x").headers["X-RateLimit-Bucket"] == buckets["users_me"]
