@@ -2,9 +2,12 @@
 
 One entry per provider says which connector a stand-in serves, which setting
 names its port and which of its app's values an operator would paste, so
-that every stand-in is started and stored the same way.
+that every stand-in is started and stored the same way. A stand-in that sends
+events gets this site's events URL too, so Test credentials finds it
+registered, as the operator guide asks.
 """
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -26,12 +29,27 @@ class Wiring:
     port_setting: str
     # The values of the stand-in's app, keyed as the connector's fields.
     credentials: Callable[[Any], dict[str, str]]
+    # Whether the stand-in signs and sends webhook events (its app has an event_webhooks_url).
+    sends_events: bool = False
+
+
+def _signing_seed(provider):
+    """The same events key at every start of one site (its SECRET_KEY), so the stored publicKey stays right."""
+    return hashlib.sha256(f"standin.{provider}.events:{settings.SECRET_KEY}".encode()).digest()
+
+
+def _discord_credentials(app):
+    """Only a stand-in's own app has a public key (each makes its key pair); the default app has none."""
+    values = {"clientId": app.client_id, "clientSecret": app.client_secret, "botToken": app.bot_token}
+    if app.verify_key:
+        values["publicKey"] = app.verify_key
+    return values
 
 
 WIRINGS = {
     "discord": Wiring(
         "appmixer:discord", discord.StandIn, discord.DEFAULT_APP, "DISCORD_EMULATOR_PORT",
-        lambda app: {"clientId": app.client_id, "clientSecret": app.client_secret, "botToken": app.bot_token},
+        _discord_credentials, sends_events=True,
     ),
     "slack": Wiring(
         "appmixer:slack", slack.StandIn, slack.DEFAULT_APP, "SLACK_EMULATOR_PORT",
@@ -52,13 +70,16 @@ def store_standin_credentials(app=None, *, provider="discord"):
 
 
 def standin_start(*, provider="discord", port=None):
-    """Run a provider's stand-in with this site's redirect URL registered, as the setup checklist asks.
+    """Run a provider's stand-in with this site's redirect URL (and events URL) registered, as the checklist asks.
 
     ``port`` defaults to the provider's port setting. Returns the running
     stand-in and the credential keys that changed.
     """
     wiring = WIRINGS[provider]
-    redirect = registry.get(wiring.service_id).redirect_url()
+    connector = registry.get(wiring.service_id)
     port = getattr(settings, wiring.port_setting) if port is None else port
-    standin = wiring.standin(port=port, redirect_uris=[redirect]).start()
+    options = {"signing_seed": _signing_seed(provider)} if wiring.sends_events else {}
+    standin = wiring.standin(port=port, redirect_uris=[connector.redirect_url()], **options).start()
+    if wiring.sends_events:
+        standin.app.event_webhooks_url = connector.events_url()
     return standin, store_standin_credentials(standin.app, provider=provider)

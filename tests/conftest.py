@@ -129,11 +129,12 @@ def _standin_server():
 
 @pytest.fixture
 def standin(_standin_server, settings, db):
-    """The local Discord stand-in, fresh for each test, with its credentials stored."""
+    """The local Discord stand-in, fresh for each test, with its credentials (its public key too) stored."""
     server = _standin_server
     server.reset()
     server.rate_limit(None)
     server.app.redirect_uris = []
+    server.app.event_webhooks_url = None
     settings.CONNECTORS = {
         **settings.CONNECTORS,
         "discord": {

@@ -21,7 +21,8 @@ discord = registry.get(SERVICE_ID)
 
 
 @pytest.fixture
-def key(configured):
+def key(standin):
+    """A key of the test's own, stored over the one the stand-in's credentials brought."""
     private = Ed25519PrivateKey.generate()
     public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
     config_update(service_id=SERVICE_ID, values={"publicKey": public})

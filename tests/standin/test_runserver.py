@@ -1,5 +1,5 @@
 """With DISCORD_EMULATOR on, runserver starts the Discord and Slack stand-ins, which pass Test credentials
-and say what they are."""
+(Discord's public key and events URL too) and say what they are."""
 
 import logging
 import socket
@@ -64,6 +64,9 @@ def test_test_credentials_passes_every_check_against_the_stand_in_runserver_star
     assert f"Discord stand-in at http://127.0.0.1:{emulator.DISCORD_EMULATOR_PORT}" in out
     assert len(results) == 9
     assert [(r.name, r.detail) for r in results if not r.ok] == []
+    details = {r.name: r.detail for r in results}
+    assert details["Public key"] == "The application's public key."
+    assert details["Events URL"] == "Discord sends events to http://127.0.0.1:8000/webhooks/discord/events."
 
 
 def test_slack_test_credentials_passes_every_check_against_the_slack_stand_in_runserver_starts(emulator):
@@ -83,6 +86,7 @@ def test_runserver_says_both_stand_ins_run_and_registers_this_sites_redirect_url
     assert "Local Discord and Slack stand-ins running (DISCORD_EMULATOR is on):" in out
     assert command.standins["discord"].app.redirect_uris == ["http://127.0.0.1:8000/auth/discord/callback"]
     assert command.standins["slack"].app.redirect_uris == ["http://127.0.0.1:8000/auth/slack/callback"]
+    assert command.standins["discord"].app.event_webhooks_url == "http://127.0.0.1:8000/webhooks/discord/events"
 
 
 def test_the_stand_ins_store_their_credentials_once_and_on_record(emulator, caplog):
@@ -91,7 +95,7 @@ def test_the_stand_ins_store_their_credentials_once_and_on_record(emulator, capl
     audit = [r.getMessage() for r in caplog.records if r.name == "connectors.audit"]
     assert len(audit) == 2
     assert all(line.startswith("runserver by ") for line in audit)
-    assert audit[0].endswith(f"stored the stand-in's credentials in {SERVICE_ID}: clientId, clientSecret, botToken")
+    assert audit[0].endswith(f"stored the stand-in's credentials in {SERVICE_ID}: clientId, clientSecret, botToken, publicKey")
     assert audit[1].endswith(f"stored the stand-in's credentials in {SLACK}: clientId, clientSecret, signingSecret")
     for secret in (DEFAULT_APP.client_secret, SLACK_APP.client_secret, SLACK_APP.signing_secret):
         assert not any(secret in line for line in audit)
