@@ -5,8 +5,12 @@ import re
 import pytest
 import requests
 from django.contrib.auth import get_user_model
+from django.core import mail
 
+from connectors.config import config_values
 from connectors.models import ConnectedAccount
+from standin.discord import StandIn
+from tests.conftest import SERVICE_ID
 
 
 @pytest.fixture
@@ -58,3 +62,44 @@ def test_connect_and_disconnect_over_http(site, standin):
     assert "revoked the access" in after.text
     assert not ConnectedAccount.objects.exists()
     assert standin.count("revoke") == 1
+
+
+def test_removing_the_app_at_discord_reaches_this_site_as_a_signed_event(site, standin):
+    """The stand-in delivers to the live server: the account needs a reconnect, its user hears once."""
+    carol = get_user_model().objects.get(username="carol")
+    carol.email = "carol@example.com"
+    carol.save()
+    standin.app.event_webhooks_url = f"{site}/webhooks/discord/events"
+    assert config_values(SERVICE_ID)["publicKey"] == standin.app.verify_key
+    assert standin.ping() == 204
+
+    browser = requests.Session()
+    log_in(browser, site, "carol", "pw-carol-123")
+    consent = browser.get(f"{site}/auth/discord/connect", timeout=5)
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', consent.text))
+    fields = {k: v.replace("&amp;", "&") for k, v in fields.items()}
+    browser.post(standin.authorize_url, data={**fields, "action": "authorize"}, timeout=10)
+    account = ConnectedAccount.objects.get()
+    assert standin.deliveries == [("PING", 204), ("APPLICATION_AUTHORIZED", 204)]
+    assert account.status == ConnectedAccount.Status.ACTIVE and mail.outbox == []
+
+    assert standin.remove_app(account.uid) == (1, 204)
+    account.refresh_from_db()
+    assert account.status == ConnectedAccount.Status.NEEDS_RECONNECT
+    assert "removed at Discord" in account.status_reason
+    (sent,) = mail.outbox
+    assert sent.to == ["carol@example.com"] and "needs reconnecting" in sent.body
+    page = browser.get(f"{site}/accounts/", timeout=5).text
+    assert "The app was removed at Discord" in page and "Reconnect</a>" in page
+
+    # Discord delivers again: nothing changes, nobody is mailed twice.
+    changed_at = account.status_changed_at
+    assert standin.send_event("APPLICATION_DEAUTHORIZED", account.uid) == 204
+    account.refresh_from_db()
+    assert account.status_changed_at == changed_at and len(mail.outbox) == 1
+
+    # Anything signed with another key is refused.
+    with StandIn() as impostor:
+        impostor.app.event_webhooks_url = standin.app.event_webhooks_url
+        assert impostor.ping() == 401
+        assert impostor.send_event("APPLICATION_DEAUTHORIZED", impostor.user(account.uid)) == 401
