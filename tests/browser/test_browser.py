@@ -402,3 +402,43 @@ def test_end_user_with_discord_and_slack_configured_connects_a_slack_workspace(
     account = ConnectedAccount.objects.get()
     assert account.service_id == "appmixer:slack" and account.servers.get().server_id == "T0STANDIN02"
     assert account.access_token not in page.content()
+
+
+def test_end_user_sends_a_test_message_until_the_bot_is_removed(site, standin, page, django_user_model):
+    from playwright.sync_api import expect
+
+    django_user_model.objects.create_user("tess", password="pw-tess-123")
+    log_in(page, site, "tess", "pw-tess-123")
+    page.get_by_role("link", name="Connect account").click()
+    page.wait_for_url(re.compile("^" + re.escape(standin.authorize_url)))
+    page.get_by_role("button", name="Authorize").click()
+    page.wait_for_url(f"{site}/accounts/")
+    server = ConnectedAccount.objects.get().servers.get()
+    general = next(channel.id for channel in standin.channels(server.server_id) if channel.name == "general")
+
+    page.get_by_role("button", name="Send a test message").click()
+    page.wait_for_url(f"{site}/accounts/")
+    expect(page.locator("ul.messages li.success")).to_have_text(
+        "Sent a test message to #general in Stand-in User's server."
+    )
+    (message,) = standin.messages(general)
+    assert "tess" in message["content"]
+    expect(page.locator(".access-lost")).to_have_count(0)
+    shot(page, "16-test-message-sent")
+
+    standin.remove_bot(server.server_id)
+    page.get_by_role("button", name="Send a test message").click()
+    page.wait_for_url(f"{site}/accounts/")
+    expect(page.locator("ul.messages li.error")).to_contain_text(
+        "No test message was sent to Stand-in User's server: Discord: Missing Access"
+    )
+    lost = page.locator(".access-lost")
+    expect(lost).to_contain_text("No access")
+    expect(lost.get_by_role("link", name="Add the bot again")).to_be_visible()
+    assert len(standin.messages(general)) == 1
+    assert page.evaluate("() => document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    shot(page, "17-test-message-no-access")
+
+    page.set_viewport_size({"width": 400, "height": 900})
+    shot(page, "18-test-message-no-access-400px")
+    assert page.evaluate("() => document.documentElement.scrollWidth <= document.documentElement.clientWidth")
