@@ -52,6 +52,7 @@ STANDIN_CSS = (
     "h2{font-size:1rem;color:#f2f3f5;margin:1.25rem 0 .25rem}code{word-break:break-all}"
     "ul.people{list-style:none;padding:0;margin:.5rem 0}ul.people li{display:flex;align-items:center;"
     "justify-content:space-between;gap:.5rem;padding:.4rem 0;border-bottom:1px solid #3f4147}"
+    "ul.people li>span{min-width:0;overflow-wrap:anywhere}a{color:#00a8fc}"
     "button.danger{background:#da373c;color:#fff;padding:.4rem .8rem;white-space:nowrap}"
 )
 
