@@ -2,8 +2,9 @@
 
 Behaviour follows /work/shared/discord-api.md. The notes on each part live
 beside it: ``oauth`` (the consent page, the token endpoint, the revocation),
-``rest`` (the API and the CDN's avatars), ``ratelimit`` (buckets, the global
-limit, 429s); what every stand-in shares (faults, slow answers, the control
+``rest`` (the API and the CDN's avatars), ``bot`` (a server's channels, the
+bot's messages), ``events`` (signed webhook events, "remove the app"),
+``ratelimit`` (buckets, the global limit, 429s); what every stand-in shares (faults, slow answers, the control
 API) is in ``standin.base``. ``python -m standin.discord`` runs it alone.
 """
 
