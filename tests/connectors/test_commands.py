@@ -422,6 +422,7 @@ def test_each_command_that_changes_something_leaves_one_line_on_record(db, caplo
     operator = getpass.getuser()
     assert lines == [
         f"configure_connector by {operator}: updated {SERVICE_ID}: scopes",
-        f"rotate_encryption_key by {operator}: re-encrypted 4 values under the first key",
+        # The stand-in's clientId, clientSecret, botToken and publicKey, and the scopes.
+        f"rotate_encryption_key by {operator}: re-encrypted 5 values under the first key",
     ]
     assert all(value not in caplog.text for value in (standin.app.client_secret, standin.app.bot_token))
