@@ -165,3 +165,18 @@ def fake_connector(standin, settings):
     connector = registry.register(FakeConnector())
     yield connector
     registry.unregister(connector.service_id)
+
+
+@pytest.fixture
+def service_key(db):
+    """A service key with the default scope, and its secret as the command printed it."""
+    from api.keys import service_key_create
+
+    return service_key_create(name="workflow-engine", scopes=["tokens:read"])
+
+
+@pytest.fixture
+def api(client, service_key):
+    """Django's test client sending the service key on every request."""
+    client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {service_key[1]}"
+    return client
