@@ -81,4 +81,4 @@ class ServiceKeyAdmin(admin.ModelAdmin):
         for key in queryset.filter(revoked_at__isnull=True):
             service_key_revoke(key)
             self.log_change(request, key, "Revoked")
-            self.message_user(request, f"{key.name}: revoked; calls with it now get 401.", messages.SUCCESS)
+            self.message_user(request, f"Revoked {key.name}: calls with it now get 401.", messages.SUCCESS)

@@ -176,7 +176,8 @@ def service_key(db):
 
 
 @pytest.fixture
-def api(client, service_key):
-    """Django's test client sending the service key on every request."""
-    client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {service_key[1]}"
-    return client
+def api(service_key):
+    """A test client of its own (``client`` stays keyless) sending the service key on every request."""
+    from django.test import Client
+
+    return Client(HTTP_AUTHORIZATION=f"Bearer {service_key[1]}")
