@@ -1,6 +1,7 @@
 """What a service calling the API sees: accounts without tokens, fresh tokens, JSON errors, its pace."""
 
 import logging
+import re
 
 import pytest
 from django.db import connection
@@ -219,3 +220,16 @@ def test_an_unexpected_failure_is_a_json_500_that_tells_nothing(api, account, mo
     body = assert_error(api.post(token_url(account)), 500, "server_error")
 
     assert "Division" not in body["message"]
+
+
+def test_the_api_names_no_provider_but_in_the_schema_s_examples():
+    from tests.helpers import REPO
+
+    sources = sorted((REPO / "api").rglob("*.py"))
+    named = [
+        f"{source.relative_to(REPO)}:{number}"
+        for source in sources
+        for number, line in enumerate(source.read_text().splitlines(), start=1)
+        if re.search(r"discord|slack", line, re.IGNORECASE) and "e.g. appmixer:" not in line
+    ]
+    assert len(sources) > 10 and not named, named
