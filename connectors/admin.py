@@ -91,7 +91,7 @@ class ConnectorConfigAdmin(admin.ModelAdmin):
                 return "the default applies", "✓", key, " (default)"
             return "not set", "✗", key, ""
 
-        # One line: the column's cells keep each mark beside its key (admin.css).
+        # Each mark stays beside its key (admin.css); the keys wrap between them.
         return format_html_join(
             "\u2003", '<span title="{}">{} {}{}</span>', (state(key) for key in keys)
         )
