@@ -27,6 +27,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 
 from connectors.models import ConnectedAccount
+from connectors.registry import registry
 from tests.helpers import assert_strict_policies
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,7 +188,9 @@ def test_security_headers_and_https_redirect(gunicorn, standin):
     assert page.headers["Referrer-Policy"] == "same-origin"
     assert page.headers["X-Content-Type-Options"] == "nosniff"
     csp = assert_strict_policies(page)
-    assert csp["form-action"] == ["'self'", urlsplit(standin.authorize_url)._replace(path="").geturl()]
+    consent_pages = {urlsplit(connector.authorize_url)._replace(path="").geturl() for connector in registry}
+    assert urlsplit(standin.authorize_url)._replace(path="").geturl() in consent_pages
+    assert csp["form-action"] == ["'self'", *sorted(consent_pages)]
 
     plain = requests.get(
         base + "/accounts/login/", headers={"Host": HOST}, allow_redirects=False, timeout=10
