@@ -2,12 +2,10 @@ from django import forms
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 
+from connectors.admin import utc_minutes
+
 from .keys import service_key_issue, service_key_revoke
 from .models import SCOPES, TOKENS_READ, ServiceKey
-
-
-def utc_minutes(moment):
-    return f"{moment:%Y-%m-%d %H:%M} UTC" if moment else "never"
 
 
 class ServiceKeyForm(forms.ModelForm):

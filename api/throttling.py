@@ -9,6 +9,7 @@ Django REST framework's throttles. A key may send up to twice the rate
 across the end of one window and the start of the next.
 """
 
+import math
 import time
 
 from django.conf import settings
@@ -42,7 +43,8 @@ class ServiceKeyThrottle(BaseThrottle):
             count = 1 if cache.add(counter, 1, self.period + 1) else cache.incr(counter)
         if count <= self.limit:
             return True
-        self.retry_after = (window + 1) * self.period - now
+        # Whole seconds, never 0: Retry-After is read as "now" otherwise.
+        self.retry_after = max(1, math.ceil((window + 1) * self.period - now))
         return False
 
     def wait(self):
