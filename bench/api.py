@@ -202,7 +202,9 @@ class Bench:
 
     def statements(self, token_path):
         """Each endpoint's SQL statements, and those of the token call that touch no key or cache."""
-        from django.db import connection
+        from contextlib import ExitStack
+
+        from django.db import connections
         from django.test import Client
         from django.test.utils import CaptureQueriesContext
 
@@ -211,9 +213,11 @@ class Bench:
         counted = {}
         for name, call in (("health", lambda: client.get("/api/v1/health")),
                            ("token", lambda: client.post(token_path))):
-            with CaptureQueriesContext(connection) as queries:
+            # Every alias: on PostgreSQL the database cache has a connection of its own.
+            with ExitStack() as stack:
+                captures = [stack.enter_context(CaptureQueriesContext(connections[alias])) for alias in connections]
                 assert call().status_code == 200
-            counted[name] = [query["sql"] for query in queries.captured_queries]
+            counted[name] = [query["sql"] for capture in captures for query in capture.captured_queries]
         beyond = [
             sql for sql in counted["token"]
             if not any(word in sql for word in ("api_servicekey", "backoffice_cache"))
