@@ -233,3 +233,12 @@ def test_the_api_names_no_provider_but_in_the_schema_s_examples():
         if re.search(r"discord|slack", line, re.IGNORECASE) and "e.g. appmixer:" not in line
     ]
     assert len(sources) > 10 and not named, named
+
+
+def test_a_malformed_throttle_rate_stops_start_up_and_says_what_is_wanted():
+    from tests.helpers import PRODUCTION, manage
+
+    started = manage("check", **PRODUCTION, API_THROTTLE_RATE="lots")
+
+    assert started.returncode != 0
+    assert "API_THROTTLE_RATE='lots' is not a rate such as 600/min" in started.stderr
