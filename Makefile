@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1:8000
 
-.PHONY: run test bench bench-refresh
+.PHONY: run test bench bench-refresh bench-api
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,3 +37,6 @@ bench-refresh: $(VENV)/.installed-dev
 	$(PY) bench/refresh_tokens.py --hosts 2 --accounts 200 --rate 5
 	$(PY) bench/refresh_tokens.py --slow-spell --accounts 40 --workers 4
 	$(PY) bench/refresh_tokens.py --memory-check
+
+bench-api: $(VENV)/.installed-dev
+	$(PY) bench/api.py $(BENCH_ARGS)

@@ -6,6 +6,7 @@ to another path, or to an empty string to read none (the tests do).
 """
 
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -148,6 +149,35 @@ TOKEN_REFRESH_TIMEOUT = env.float("TOKEN_REFRESH_TIMEOUT", default=20.0)
 REFRESH_BREAKER_THRESHOLD = env.int("REFRESH_BREAKER_THRESHOLD", default=3)
 REFRESH_BREAKER_COOLDOWN = env.int("REFRESH_BREAKER_COOLDOWN", default=60)
 
+# The HTTP API for other services (the api app): each service key may make
+# this many calls, counted in the shared cache: "600/min", "20/s", "10000/h".
+API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="600/min")
+if not re.fullmatch(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", API_THROTTLE_RATE):
+    raise ImproperlyConfigured(
+        f"API_THROTTLE_RATE={API_THROTTLE_RATE!r} is not a rate such as 600/min (per s, min, hour or day)."
+    )
+# Service keys only: no session, so no CSRF (made for cookies) and no
+# browser's login reaching the API; JSON in and out; errors as
+# {"code", "message"} (api.errors).
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["api.authentication.ServiceKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["api.authentication.HasScope"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttling.ServiceKeyThrottle"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "api.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Backoffice API",
+    "DESCRIPTION": "Connected accounts and fresh access tokens for services that act for a user.",
+    "VERSION": "1",
+    # The schema itself is public: it holds nothing a key protects.
+    "SERVE_AUTHENTICATION": [],
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
 # What our pages may load, and where their forms may go (django-csp), enforced
 # whatever DEBUG says. No inline script or style anywhere: our CSS is a static
 # file, and Django 5.2's admin needs nothing more (it has no inline script or
@@ -187,6 +217,9 @@ INSTALLED_APPS = [
     "connectors.slack",
     "django.contrib.staticfiles",
     "csp",
+    "rest_framework",
+    "drf_spectacular",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -366,6 +399,7 @@ LOGGING = {
         # (runserver's "Watching for file changes") reach the root's once.
         "django": {"level": "INFO"},
         "connectors": {"level": LOG_LEVEL},
+        "api": {"level": LOG_LEVEL},
         "requests_oauthlib": {"level": "WARNING"},
         "oauthlib": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},

@@ -8,5 +8,9 @@ admin.site.index_title = "Administration"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("", include("api.urls")),
     path("", include("connectors.urls")),
 ]
+
+# JSON under /api/, the site's page elsewhere.
+handler500 = "api.errors.server_error"

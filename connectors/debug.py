@@ -7,7 +7,8 @@ substitute the value (never the name) of:
 
 - a variable or parameter whose name says secret (token, secret, code, ...);
 - a value whose text holds a stored connector secret, a secret parameter of
-  this request (``code``, ``state``), or a token found in the traceback;
+  this request (``code``, ``state``), the credential of its ``Authorization``
+  header, or a token found in the traceback;
 - a value that looks like a token answer or an authorization header.
 
 The request itself is shown with those parameters replaced.
@@ -104,6 +105,11 @@ class SecretsFilter(SafeExceptionReporterFilter):
         except KeyError:
             pass
         found = self.stored_secrets()
+        # Whatever the request authenticated with (an API key, a bearer token)
+        # is hidden wherever it turns up, under any name.
+        credential = getattr(request, "META", {}).get("HTTP_AUTHORIZATION", "").partition(" ")[2].strip()
+        if credential:
+            found.add(credential)
         for data in (getattr(request, "GET", {}), getattr(request, "POST", {})):
             for name, values in data.lists():
                 if secret_name(name):

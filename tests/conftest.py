@@ -195,3 +195,19 @@ def fake_connector(standin, settings):
     connector = registry.register(FakeConnector())
     yield connector
     registry.unregister(connector.service_id)
+
+
+@pytest.fixture
+def service_key(db):
+    """A service key with the default scope, and its secret as the command printed it."""
+    from api.keys import service_key_create
+
+    return service_key_create(name="workflow-engine", scopes=["tokens:read"])
+
+
+@pytest.fixture
+def api(service_key):
+    """A test client of its own (``client`` stays keyless) sending the service key on every request."""
+    from django.test import Client
+
+    return Client(HTTP_AUTHORIZATION=f"Bearer {service_key[1]}")

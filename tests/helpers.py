@@ -2,8 +2,11 @@
 
 import os
 import select
+import socket
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from html.parser import HTMLParser
@@ -227,6 +230,40 @@ def child_env(standin):
         "LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(REPO),
     }
+
+
+@contextmanager
+def gunicorn_serving(env, *, workers, log_path, ready_path="/api/v1/schema"):
+    """gunicorn serving ``backoffice.wsgi`` with ``workers`` processes on a free loopback port; yields its base URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "backoffice.wsgi",
+             "--workers", str(workers), "--bind", f"127.0.0.1:{port}"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, Path(log_path).read_text()
+            try:
+                requests.get(base + ready_path, timeout=5)
+                break
+            except (requests.ConnectionError, requests.Timeout):
+                if time.monotonic() > deadline:
+                    pytest.fail("gunicorn did not answer within 30 s:\n" + Path(log_path).read_text())
+                time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
 
 
 def sweeps_side_by_side(standin, *arguments, count=2, env=None):
