@@ -62,6 +62,27 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+class GrantBook:
+    """What a test asks of any stand-in's grants; each keeps ``_grants``, ``_by_access``,
+    ``_by_refresh`` and ``_lock``."""
+
+    @property
+    def grants(self):
+        """Grants not revoked; the objects are live, so a test may age `expires_at`."""
+        with self._lock:
+            return [g for g in self._grants if not g.revoked]
+
+    def access_token_valid(self, token):
+        with self._lock:
+            grant = self._by_access.get(token)
+            return grant is not None and grant.access_live(time.time())
+
+    def refresh_token_valid(self, token):
+        with self._lock:
+            grant = self._by_refresh.get(token)
+            return grant is not None and not grant.revoked
+
+
 class ProviderStandIn:
     """A provider's stand-in: what it serves is the subclass's; every piece of mutable state is behind `_lock`.
 

@@ -7,7 +7,7 @@ import re
 import time
 from typing import Any, Iterable
 
-from standin.base import CONTROL_PREFIX, PatternRoutes, ProviderStandIn, Routes
+from standin.base import CONTROL_PREFIX, GrantBook, PatternRoutes, ProviderStandIn, Routes
 from standin.wire import Answer, Request, json_answer
 
 from .bot import CHANNEL_MESSAGES, GUILD_CHANNELS, BotEndpoints, bot_route
@@ -57,7 +57,7 @@ STANDIN_CSS = (
 )
 
 
-class StandIn(EventSender, BotEndpoints, OAuthEndpoints, RestEndpoints, ProviderStandIn):
+class StandIn(EventSender, BotEndpoints, OAuthEndpoints, RestEndpoints, GrantBook, ProviderStandIn):
     """In-process Discord stand-in; every piece of mutable state is behind `_lock`, the rate limits behind theirs."""
 
     provider = "Discord"
@@ -227,22 +227,6 @@ class StandIn(EventSender, BotEndpoints, OAuthEndpoints, RestEndpoints, Provider
         self._limits.force(count, retry_after, is_global, scope)
 
     # inspection
-
-    @property
-    def grants(self) -> list[Grant]:
-        """Grants not revoked; the objects are live, so a test may age `expires_at`."""
-        with self._lock:
-            return [g for g in self._grants if not g.revoked]
-
-    def access_token_valid(self, token: str) -> bool:
-        with self._lock:
-            grant = self._by_access.get(token)
-            return grant is not None and grant.access_live(time.time())
-
-    def refresh_token_valid(self, token: str) -> bool:
-        with self._lock:
-            grant = self._by_refresh.get(token)
-            return grant is not None and not grant.revoked
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

@@ -7,7 +7,7 @@ import re
 import time
 from typing import Any, Iterable
 
-from standin.base import CONTROL_PREFIX, ProviderStandIn, Routes
+from standin.base import CONTROL_PREFIX, GrantBook, ProviderStandIn, Routes
 from standin.wire import Answer, Request
 
 from .api import ApiEndpoints, status_answer
@@ -46,7 +46,7 @@ def _domain(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "workspace"
 
 
-class StandIn(OAuthEndpoints, ApiEndpoints, ProviderStandIn):
+class StandIn(OAuthEndpoints, ApiEndpoints, GrantBook, ProviderStandIn):
     """In-process Slack stand-in; every piece of mutable state is behind `_lock`."""
 
     provider = "Slack"
@@ -125,22 +125,6 @@ class StandIn(OAuthEndpoints, ApiEndpoints, ProviderStandIn):
             return self._workspaces[workspace_id]
 
     # inspection
-
-    @property
-    def grants(self) -> list[Grant]:
-        """Tokens not revoked; the objects are live, so a test may age `expires_at`."""
-        with self._lock:
-            return [g for g in self._grants if not g.revoked]
-
-    def access_token_valid(self, token: str) -> bool:
-        with self._lock:
-            grant = self._by_access.get(token)
-            return grant is not None and grant.access_live(time.time())
-
-    def refresh_token_valid(self, token: str) -> bool:
-        with self._lock:
-            grant = self._by_refresh.get(token)
-            return grant is not None and not grant.revoked
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
