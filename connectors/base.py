@@ -94,6 +94,39 @@ def _number(value):
     return number if 0 <= number < float("inf") else None
 
 
+def typed_answer(response, *, name, retry_after):
+    """A provider's answer as its JSON body, or the typed error its status says.
+
+    Shared by every connector's ``raise_for_response``; ``name`` words the
+    messages, ``retry_after(response)`` reads a 429's wait. The body's
+    ``error`` (RFC 6749) or ``code`` names a refusal.
+    """
+    status = response.status_code
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if status == 429:
+        raise RateLimited(f"{name} is rate limiting these requests; try again shortly.", retry_after=retry_after(response))
+    if status >= 500:
+        raise ProviderUnavailable(f"{name} answered with a server error (HTTP {status}); try again later.")
+    if status >= 400:
+        fields = body if isinstance(body, dict) else {}
+        error = fields.get("error") if isinstance(fields.get("error"), str) else None
+        code = fields.get("code") if isinstance(fields.get("code"), (int, str)) else None
+        if error == "invalid_grant":
+            raise InvalidGrant(f"{name} no longer accepts this grant (invalid_grant).", status=status)
+        if status == 401 or error == "invalid_client":
+            raise Unauthorized(
+                f"{name} refused the credentials (HTTP {status}, {error or 'unauthorized'}).", status=status, code=code
+            )
+        raise ProviderRejected(f"{name} refused the request (HTTP {status}, {error or code or 'error'}).",
+                               status=status, code=code)
+    if body is None:
+        raise ProviderError(f"{name} answered HTTP {status} with a body that is not JSON.")
+    return body
+
+
 # One pool for every connector that keeps the default transport; sessions are
 # per thread, since requests.Session is not thread-safe.
 _default_adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32)
@@ -241,36 +274,7 @@ class Connector:
 
     def raise_for_response(self, response):
         """Turn a failed answer into a typed error; return the JSON body of a good one."""
-        status = response.status_code
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if status == 429:
-            raise RateLimited(
-                f"{self.name} is rate limiting these requests; try again shortly.",
-                retry_after=self.retry_after(response),
-            )
-        if status >= 500:
-            raise ProviderUnavailable(
-                f"{self.name} answered with a server error (HTTP {status}); try again later."
-            )
-        if status >= 400:
-            error = body.get("error") if isinstance(body, dict) else None
-            error = error if isinstance(error, str) else None
-            if error == "invalid_grant":
-                raise InvalidGrant(f"{self.name} no longer accepts this grant (invalid_grant).", status=status)
-            if status == 401 or error == "invalid_client":
-                raise Unauthorized(
-                    f"{self.name} refused the credentials (HTTP {status}, {error or 'unauthorized'}).",
-                    status=status,
-                )
-            raise ProviderRejected(
-                f"{self.name} refused the request (HTTP {status}, {error or 'error'}).", status=status
-            )
-        if body is None:
-            raise ProviderError(f"{self.name} answered HTTP {status} with a body that is not JSON.")
-        return body
+        return typed_answer(response, name=self.name, retry_after=self.retry_after)
 
     @sensitive_variables("kwargs")
     def request(self, method, url, **kwargs):

@@ -19,14 +19,8 @@ from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 from requests.adapters import HTTPAdapter
 
-from connectors.exceptions import (
-    InvalidGrant,
-    ProviderError,
-    ProviderRejected,
-    ProviderUnavailable,
-    RateLimited,
-    Unauthorized,
-)
+from connectors.base import typed_answer
+from connectors.exceptions import ProviderUnavailable
 from connectors.ratelimit import Limits, Pace, is_held
 
 USER_AGENT = "DiscordBot (https://github.com/backoffice/backoffice, 1.0)"
@@ -182,38 +176,7 @@ def shared_session():
 
 def raise_for_response(response):
     """Turn a failed Discord answer into a typed error; return the JSON body otherwise."""
-    status = response.status_code
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if status == 429:
-        raise RateLimited(
-            "Discord is rate limiting these requests; try again shortly.",
-            retry_after=retry_after(response),
-        )
-    if status >= 500:
-        raise ProviderUnavailable(f"Discord answered with a server error (HTTP {status}); try again later.")
-    if status >= 400:
-        body = body if isinstance(body, dict) else {}
-        error = body.get("error")
-        code = body.get("code")
-        if error == "invalid_grant":
-            raise InvalidGrant("Discord no longer accepts this grant (invalid_grant).", status=status)
-        if status == 401 or error == "invalid_client":
-            raise Unauthorized(
-                f"Discord refused the credentials (HTTP {status}, {error or 'unauthorized'}).",
-                status=status,
-                code=code,
-            )
-        raise ProviderRejected(
-            f"Discord refused the request (HTTP {status}, {error or code or 'error'}).",
-            status=status,
-            code=code,
-        )
-    if body is None:
-        raise ProviderError(f"Discord answered HTTP {status} with a body that is not JSON.")
-    return body
+    return typed_answer(response, name="Discord", retry_after=retry_after)
 
 
 @sensitive_variables("headers", "kwargs")
