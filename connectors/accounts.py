@@ -258,8 +258,8 @@ def account_disconnect(*, account, connector):
     return revoked
 
 
-def needs_reconnect(account, *, connector, reason, now=None):
-    """Mark ``account`` (its row locked by the caller, or just read) as needing a reconnect.
+def needs_reconnect(account, *, connector, reason, error, now=None):
+    """Mark ``account`` (its row locked by the caller) as needing a reconnect, ``error`` noted.
 
     Saves only what changes, and tells other code once per change: an
     account that already needs one is left as it is. Returns whether it
@@ -267,9 +267,11 @@ def needs_reconnect(account, *, connector, reason, now=None):
     """
     if account.status == ConnectedAccount.Status.NEEDS_RECONNECT:
         return False
+    now = now or timezone.now()
+    account.last_error, account.last_error_at = str(error)[:300], now
     account.status = ConnectedAccount.Status.NEEDS_RECONNECT
     account.status_reason = reason[:300]
-    account.status_changed_at = now or timezone.now()
+    account.status_changed_at = now
     account.save(update_fields=["status", "status_reason", "status_changed_at", "last_error",
                                 "last_error_at", "updated_at"])
     send_after_commit(account_needs_reconnect, connector, account=account, reason=account.status_reason)
@@ -288,6 +290,5 @@ def accounts_removed_at_provider(*, connector, uids, reason):
             service_id=connector.service_id, uid__in=uids, status=ConnectedAccount.Status.ACTIVE
         )
         for account in rows:
-            account.last_error, account.last_error_at = reason[:300], timezone.now()
-            changed += needs_reconnect(account, connector=connector, reason=reason)
+            changed += needs_reconnect(account, connector=connector, reason=reason, error=reason)
     return changed

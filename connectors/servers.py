@@ -27,11 +27,15 @@ def _mark_lost(server, error):
                    server.account.connector.server_noun, server.server_id, server.account_id, error)
 
 
-def server_channels(server):
-    """Where the app can post in ``server``, as ``[(id, name)]``; marks the server on AccessLost."""
+def server_channels(server, values=None):
+    """Where the app can post in ``server``, as ``[(id, name)]``; marks the server on AccessLost.
+
+    ``values`` is the connector's configuration, read when not given.
+    """
     connector = server.account.connector
+    values = config_values(connector.service_id) if values is None else values
     try:
-        return connector.server_channels(server, config_values(connector.service_id))
+        return connector.server_channels(server, values)
     except AccessLost as error:
         _mark_lost(server, error)
         raise
@@ -49,7 +53,8 @@ def server_test_message(server, *, user, channel_id=None):
     refuses, and a ProviderError too when there is nowhere to post.
     """
     connector = server.account.connector
-    channels = server_channels(server)
+    values = config_values(connector.service_id)
+    channels = server_channels(server, values)
     if channel_id is None:
         if not channels:
             raise ProviderError(f"{connector.bot_noun.capitalize()} can see no channel to post in there.")
@@ -59,7 +64,7 @@ def server_test_message(server, *, user, channel_id=None):
         if channel is None:
             raise ProviderError(f"{connector.bot_noun.capitalize()} cannot see that channel.")
     try:
-        connector.send_message(server, channel[0], greeting_for(user), config_values(connector.service_id))
+        connector.send_message(server, channel[0], greeting_for(user), values)
     except AccessLost as error:
         _mark_lost(server, error)
         raise

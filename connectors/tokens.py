@@ -26,8 +26,6 @@ from .exceptions import (
     ConnectorError,
     InvalidGrant,
     NeedsReconnect,
-    ProviderError,
-    ProviderUnavailable,
     RateLimited,
     RefreshNotStored,
     Unauthorized,
@@ -79,9 +77,10 @@ def fresh_access_token(account, *, margin=None):
     process may have rotated the token the caller's object still holds) and
     no HTTP request. That read also sets the account's ``expires_at``,
     ``token_type`` and ``scopes`` as stored, so a caller holding only the
-    primary key (the HTTP API) has the whole grant without a second one. Raises NeedsReconnect when only the user can renew the
-    grant, and ProviderUnavailable (or another ProviderError) when the
-    provider failed; the stored tokens are unchanged then.
+    primary key (the HTTP API) has the whole grant without a second one.
+    Raises NeedsReconnect when only the user can renew the grant, and
+    ProviderUnavailable (or another ProviderError) when the provider failed;
+    the stored tokens are unchanged then.
     """
     margin = _margin(margin)
     # get(), not first(): no ORDER BY to build for a primary key (a quarter
@@ -255,11 +254,9 @@ def _store_after_database_error(pk, token, error):
 
 def _record_failure(locked, error):
     """Keep the tokens; note what happened; return the error the caller gets."""
-    now = timezone.now()
-    locked.last_error, locked.last_error_at = str(error)[:300], now
     if isinstance(error, InvalidGrant):
         connector = locked.connector
-        needs_reconnect(locked, connector=connector, reason=connector.reconnect_reason, now=now)
+        needs_reconnect(locked, connector=connector, reason=connector.reconnect_reason, error=error)
         logger.warning(
             "marked %s account %s of user %s needs reconnect: %s",
             connector.name, locked.uid, locked.user_id, error,
@@ -267,6 +264,7 @@ def _record_failure(locked, error):
         reconnect = NeedsReconnect(locked.status_reason, account_id=locked.pk)
         reconnect.__cause__ = error
         return reconnect
+    locked.last_error, locked.last_error_at = str(error)[:300], timezone.now()
     locked.save(update_fields=["last_error", "last_error_at", "updated_at"])
     logger.warning(
         "could not refresh %s account %s of user %s: %s",
@@ -294,6 +292,5 @@ def account_check(account):
         with transaction.atomic():
             locked = ConnectedAccount.objects.select_for_update().filter(pk=account.pk).first()
             if locked is not None:
-                locked.last_error, locked.last_error_at = str(error)[:300], timezone.now()
-                needs_reconnect(locked, connector=connector, reason=connector.reconnect_reason)
+                needs_reconnect(locked, connector=connector, reason=connector.reconnect_reason, error=error)
         raise NeedsReconnect(connector.reconnect_reason, account_id=account.pk) from error
