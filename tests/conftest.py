@@ -135,15 +135,11 @@ def standin(_standin_server, settings, db):
     server.rate_limit(None)
     server.app.redirect_uris = []
     server.app.event_webhooks_url = None
-    settings.CONNECTORS = {
-        **settings.CONNECTORS,
-        "discord": {
-            **settings.CONNECTORS["discord"],
-            "API_BASE_URL": server.api_base_url,
-            "AUTHORIZE_URL": server.authorize_url,
-            "HTTP_TIMEOUT": 2.0,
-        },
-    }
+    from tests.helpers import connector_settings
+
+    connector_settings(
+        settings, "discord", API_BASE_URL=server.api_base_url, AUTHORIZE_URL=server.authorize_url, HTTP_TIMEOUT=2.0
+    )
     store_standin_credentials(server.app)
     return server
 
@@ -164,15 +160,11 @@ def slack_standin(_slack_standin_server, settings, db):
     server.reset()
     server.app.redirect_uris = []
     server.app.token_rotation = False
-    settings.CONNECTORS = {
-        **settings.CONNECTORS,
-        "slack": {
-            **settings.CONNECTORS["slack"],
-            "API_BASE_URL": server.api_base_url,
-            "AUTHORIZE_URL": server.authorize_url,
-            "HTTP_TIMEOUT": 2.0,
-        },
-    }
+    from tests.helpers import connector_settings
+
+    connector_settings(
+        settings, "slack", API_BASE_URL=server.api_base_url, AUTHORIZE_URL=server.authorize_url, HTTP_TIMEOUT=2.0
+    )
     store_standin_credentials(server.app, provider="slack")
     return server
 
@@ -181,17 +173,16 @@ def slack_standin(_slack_standin_server, settings, db):
 def fake_connector(standin, settings):
     """A connector with nothing but the contract's defaults, registered beside Discord for one test."""
     from connectors.registry import registry
-    from tests.helpers import FakeConnector
+    from tests.helpers import FakeConnector, connector_settings
 
-    settings.CONNECTORS = {
-        **settings.CONNECTORS,
-        "fake": {
-            "AUTHORIZE_URL": standin.authorize_url,
-            "TOKEN_URL": standin.api_base_url + "/oauth2/token",
-            "PROFILE_URL": standin.api_base_url + "/users/@me",
-            "HTTP_TIMEOUT": 2.0,
-        },
-    }
+    connector_settings(
+        settings,
+        "fake",
+        AUTHORIZE_URL=standin.authorize_url,
+        TOKEN_URL=standin.api_base_url + "/oauth2/token",
+        PROFILE_URL=standin.api_base_url + "/users/@me",
+        HTTP_TIMEOUT=2.0,
+    )
     connector = registry.register(FakeConnector())
     yield connector
     registry.unregister(connector.service_id)

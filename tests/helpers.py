@@ -47,10 +47,11 @@ def raw_values():
 
 
 def connector_settings(settings, provider="discord", **values):
-    """Override some of a connector's block in settings.CONNECTORS, through pytest-django's ``settings``."""
+    """Override some of a connector's block in settings.CONNECTORS (a new block for a new provider),
+    through pytest-django's ``settings``."""
     settings.CONNECTORS = {
         **settings.CONNECTORS,
-        provider: {**settings.CONNECTORS[provider], **values},
+        provider: {**settings.CONNECTORS.get(provider, {}), **values},
     }
 
 

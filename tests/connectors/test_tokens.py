@@ -11,7 +11,6 @@ import time
 from datetime import timedelta
 
 import pytest
-import requests
 from django.db import connections
 from django.utils import timezone
 from django.utils.html import escape

@@ -27,7 +27,6 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 
 from connectors.models import ConnectedAccount
-from connectors.registry import registry
 from tests.helpers import assert_strict_policies
 
 ROOT = Path(__file__).resolve().parents[2]
