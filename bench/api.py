@@ -38,8 +38,6 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
-from pathlib import Path
 
 import harness
 
@@ -74,39 +72,6 @@ class Caller:
             return answer.status, answer.read()
         finally:
             connection.close()
-
-
-@contextmanager
-def gunicorn(env, *, workers, log):
-    import socket
-    import subprocess
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "backoffice.wsgi", "--workers", str(workers),
-         "--bind", f"127.0.0.1:{port}"],
-        cwd=harness.REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                sys.exit(f"gunicorn did not start:\n{log.read()}")
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                connection.request("GET", "/api/v1/schema")
-                connection.getresponse().read()
-                connection.close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(15)
 
 
 def timed_one_at_a_time(caller, method, path, calls):
@@ -231,7 +196,7 @@ class Bench:
         statements = self.statements(token_path)
         before = self.stats()
         measured = {"health": {"times": [], "rps": []}, "token": {"times": [], "rps": []}}
-        with gunicorn(self.env, workers=1, log=log) as port:
+        with harness.gunicorn(self.env, workers=1, log=log) as port:
             caller = Caller(port, self.secret)
             endpoints = {"health": ("GET", "/api/v1/health"), "token": ("POST", token_path)}
             for method, path in endpoints.values():
@@ -245,7 +210,7 @@ class Bench:
 
     def refresh(self, callers, workers, rounds, log):
         results = []
-        with gunicorn(self.env, workers=workers, log=log) as port:
+        with harness.gunicorn(self.env, workers=workers, log=log) as port:
             caller = Caller(port, self.secret)
             for _ in range(rounds):
                 account = self.account(expires_in=60)

@@ -6,13 +6,16 @@ file unless DATABASE_URL names another database, with Django configured
 from the test settings.
 """
 
+import http.client
 import os
 import re
 import select
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -58,10 +61,10 @@ def database(prefix):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def setup_django(base_url, database_url, **settings_env):
-    """Django on the test settings, pointed at the stand-in, migrated."""
+def setup_django(base_url, database_url, settings_module="tests.settings", **settings_env):
+    """Django on the test settings (or ``settings_module``), pointed at the stand-in, migrated."""
     sys.path.insert(0, str(REPO))
-    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
     os.environ["DATABASE_URL"] = database_url
     os.environ["DISCORD_API_BASE_URL"] = f"{base_url}/api/v10"
     os.environ["DISCORD_AUTHORIZE_URL"] = f"{base_url}/oauth2/authorize"
@@ -73,3 +76,50 @@ def setup_django(base_url, database_url, **settings_env):
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+
+
+@contextmanager
+def gunicorn(env, *, workers, log, ready_path="/api/v1/schema"):
+    """gunicorn serving the app with ``workers`` sync workers on a free loopback port; yields the port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "backoffice.wsgi", "--workers", str(workers),
+         "--bind", f"127.0.0.1:{port}"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                sys.exit(f"gunicorn did not start:\n{log.read()}")
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                connection.request("GET", ready_path)
+                connection.getresponse().read()
+                connection.close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(15)
+
+
+class DecryptCount:
+    """Counts encrypted_model_fields' decrypt_str calls (connectors.fields calls it by module)."""
+
+    def __init__(self):
+        from encrypted_model_fields import fields as upstream
+
+        self.count = 0
+        original = self.original = upstream.decrypt_str
+
+        def counting(*args, **kwargs):
+            self.count += 1
+            return original(*args, **kwargs)
+
+        upstream.decrypt_str = counting

@@ -93,22 +93,6 @@ class HttpWait:
         return self._local.total, self._local.calls
 
 
-class DecryptCount:
-    """Counts encrypted_model_fields' decrypt_str calls (connectors.fields calls it by module)."""
-
-    def __init__(self):
-        from encrypted_model_fields import fields as upstream
-
-        self.count = 0
-        original = self.original = upstream.decrypt_str
-
-        def counting(*args, **kwargs):
-            self.count += 1
-            return original(*args, **kwargs)
-
-        upstream.decrypt_str = counting
-
-
 class Server:
     """The app on Django's WSGI server in a thread, timing each request it serves.
 
@@ -222,7 +206,7 @@ class Suite:
         self.memory = []
         self.control = requests.Session()
         self.wait = HttpWait()
-        self.decrypts = DecryptCount()
+        self.decrypts = harness.DecryptCount()
         self.server = Server(self.wait)
         self.config_pk = ConnectorConfig.objects.get(service_id=harness.SERVICE_ID).pk
         User = get_user_model()

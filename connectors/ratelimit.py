@@ -23,6 +23,13 @@ carry what the provider said.
 
 Windows are kept per scope within a bucket: the credential a request is sent
 with and the route's major parameters, as a provider counts them.
+
+A scope that is not ``shared`` (one person's token, which only the code
+holding that account's row sends with) keeps no window: it honours the
+holds, and is held by itself once an answer says it is spent; nothing is
+written for it otherwise. What a process keeps for itself (which bucket a
+route belongs to, where its last claim ended) only spares it reads and
+tries: who may send is still decided in the cache.
 """
 
 import contextvars
@@ -44,8 +51,8 @@ PROBE_POLL = 0.02
 KNOWN_TTL = 86400
 # Seconds by which a window must outlive its first description to be noted again.
 LATE_END = 0.05
-# No permit is taken from a window this close to its end: the request might
-# reach the provider in the next window, which would not count it.
+# A window this close to its end gives a permit only while at most half used:
+# the request might reach the provider in the next window, which would not count it.
 CLOSING = 0.1
 # The longest wait for a permit while a caller holds a lock or transaction
 # open (see held_briefly); anything longer is waited out after it closes.
@@ -134,6 +141,8 @@ class Permit:
     window: Window | None = None
     # Whether this request opens a new window (or probes a new route).
     opens: bool = False
+    # Whether its scope is shared (see the module's docstring).
+    shared: bool = True
 
 
 def _opened(window):
@@ -149,11 +158,24 @@ def _digest(text):
 class Pace:
     """The shared pace of one provider's API (``name``), kept in the cache ``cache_alias``."""
 
+    # Entries this process keeps of its own; past this many it starts afresh.
+    LOCAL_ENTRIES = 1024
+
     def __init__(self, name, *, cache_alias="default", clock=time.time, sleep=time.sleep):
         self.name = name
         self.cache_alias = cache_alias
         self.clock = clock
         self.sleep = sleep
+        # The bucket each route was last seen in, so that one read brings
+        # everything a permit needs; the cache's answer corrects it.
+        self._buckets = {}
+        # Where this process's last claim in each window ended.
+        self._claimed = {}
+
+    def _remember(self, memo, key, value):
+        if len(memo) >= self.LOCAL_ENTRIES:
+            memo.clear()
+        memo[key] = value
 
     @property
     def cache(self):
@@ -162,7 +184,7 @@ class Pace:
     def _key(self, *parts):
         return ":".join(("pace", self.name, *parts))
 
-    def acquire(self, route, scope, *, max_wait):
+    def acquire(self, route, scope, *, max_wait, shared=True):
         """Wait until one request on ``route`` may be sent; return its Permit.
 
         Raises RateLimited, without waiting, when the permit is further off
@@ -172,30 +194,43 @@ class Pace:
         route_key, hold_all = self._key("route", _digest(route)), self._key("hold")
         scope = _digest(scope)
         while True:
-            known = self.cache.get_many([route_key, hold_all])
-            bucket = known.get(route_key)
-            until = known.get(hold_all, 0.0)
-            window = floor = hint = None
+            bucket = self._buckets.get(route)
+            keys = [route_key, hold_all]
             if bucket:
                 window_key, hold_key, floor_key, hint_key = (
                     self._key(kind, bucket, scope) for kind in ("window", "hold", "floor", "next")
                 )
-                more = self.cache.get_many([window_key, hold_key, floor_key, hint_key])
-                window, floor, hint = more.get(window_key), more.get(floor_key), more.get(hint_key)
-                until = max(until, more.get(hold_key, 0.0))
+                keys += [window_key, hold_key, floor_key, hint_key] if shared else [hold_key]
+            known = self.cache.get_many(keys)
+            if known.get(route_key) != bucket:
+                # This process had not seen the route, or its bucket changed: read again.
+                if known.get(route_key) is None:
+                    self._buckets.pop(route, None)
+                    if bucket is not None:
+                        continue
+                else:
+                    self._remember(self._buckets, route, known[route_key])
+                    continue
+            until = known.get(hold_all, 0.0)
+            window = floor = hint = None
+            if bucket:
+                window, floor, hint = known.get(window_key), known.get(floor_key), known.get(hint_key)
+                until = max(until, known.get(hold_key, 0.0))
             now = self.clock()
             if until > now:
                 self._wait(until, now, deadline)
                 continue
             if bucket == "":
                 return Permit(route, scope, "")
+            if not shared:
+                return Permit(route, scope, bucket, shared=False)
             if bucket is None or window is None or now >= window.ends_at:
                 # Nothing known of what is open now: one request finds out.
                 if self.cache.add(self._open_key(route, bucket, scope, window), 1, PROBE_TTL):
                     return Permit(route, scope, bucket, window, opens=True)
                 self._wait(now + PROBE_POLL, now, deadline)
                 continue
-            if now < window.ends_at - CLOSING and self._claim(bucket, scope, window, floor, hint, now):
+            if self._claim(bucket, scope, window, floor, hint, now):
                 return Permit(route, scope, bucket, window)
             self._wait(window.ends_at, now, deadline)
 
@@ -207,17 +242,27 @@ class Pace:
         """Take one of the requests the window has left; False when none is.
 
         The numbers below ``floor`` are spent; ``hint`` (best effort, not
-        atomic) says where the last claim ended, so that a claim does not
-        try every number before it.
+        atomic) says where the last claim ended that had to pass numbers
+        taken by others, and this process remembers where its own ended, so
+        that a claim does not try every number before it. The hint is
+        written only after such a pass: one process alone writes nothing
+        but its permit.
+
+        Close to the window's end a request may reach the provider in the
+        next window, which would not count it; only a window at most half
+        used then gives a permit, since the next one has room for it.
         """
         first = window.used
-        for known in (floor, hint):
+        for known in (floor, hint, self._claimed.get((bucket, scope))):
             if known and known[0] == window.name:
                 first = max(first, known[1])
+        last = window.limit if now < window.ends_at - CLOSING else window.limit // 2
         keep = math.ceil(window.ends_at - now) + 2
-        for number in range(first, window.limit):
+        for number in range(first, last):
             if self.cache.add(self._key("permit", bucket, scope, window.name, str(number)), 1, keep):
-                self.cache.set(self._key("next", bucket, scope), (window.name, number + 1), keep)
+                self._remember(self._claimed, (bucket, scope), (window.name, number + 1))
+                if number > first:
+                    self.cache.set(self._key("next", bucket, scope), (window.name, number + 1), keep)
                 return True
         return False
 
@@ -243,12 +288,17 @@ class Pace:
             self.release(permit)
             return
         bucket = _digest(limits.bucket)
+        if permit.bucket != bucket:
+            self.cache.set(route_key, bucket, KNOWN_TTL)
+            self._remember(self._buckets, permit.route, bucket)
+        if not permit.shared:
+            if limits.remaining == 0 and limits.reset_after is not None:
+                self._hold(self._key("hold", bucket, permit.scope), limits.reset_after)
+            return
         described = limits.limit and limits.remaining is not None and limits.reset_after is not None
         if described:
             self._note_window(permit, bucket, limits)
-        if permit.bucket != bucket:
-            self.cache.set(route_key, bucket, KNOWN_TTL)
-        if not described:
+        else:
             self.release(permit)
 
     def _note_window(self, permit, bucket, limits):

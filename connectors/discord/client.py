@@ -59,6 +59,17 @@ def route_and_scope(request):
     return route, f"{request.headers.get('Authorization', '')}|{majors}"
 
 
+def is_shared(request):
+    """Whether others may send with this request's credential at the same time.
+
+    A person's Bearer token is sent only by the code that holds their
+    account (a refresh or a check, under the row's lock, or the flow that
+    has just received it); the application's credentials and the bot token
+    are sent by every worker at once.
+    """
+    return not request.headers.get("Authorization", "").startswith("Bearer ")
+
+
 def setting(name):
     """A value of Discord's block in settings.CONNECTORS."""
     return settings.CONNECTORS["discord"][name]
@@ -118,8 +129,9 @@ class RateLimitAdapter(HTTPAdapter):
 
     def send(self, request, **kwargs):
         route, scope = route_and_scope(request)
+        shared = is_shared(request)
         for attempt in range(self.max_retries_429 + 1):
-            permit = self.pace.acquire(route, scope, max_wait=self.max_wait)
+            permit = self.pace.acquire(route, scope, max_wait=self.max_wait, shared=shared)
             try:
                 response = super().send(request, **kwargs)
             except BaseException:

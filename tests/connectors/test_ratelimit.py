@@ -5,6 +5,8 @@ import time
 
 import pytest
 from django.core.cache import caches
+from django.db import connections, router
+from django.test.utils import CaptureQueriesContext
 
 from connectors.exceptions import RateLimited
 from connectors.ratelimit import HELD_MAX_WAIT, Limits, Pace, held_briefly
@@ -75,6 +77,19 @@ def send(pace, discord, scope=SCOPE, max_wait=60):
     return not refused
 
 
+ME = "GET /api/v10/users/@me"
+BEARER = "Bearer one-person|"
+
+
+@pytest.fixture
+def cache_writes():
+    """The statements that write the database cache, as a list filled while the test runs."""
+    cache = caches["default"]
+    with CaptureQueriesContext(connections[router.db_for_write(cache.cache_model_class)]) as captured:
+        yield lambda: [q["sql"] for q in captured.captured_queries
+                       if q["sql"].startswith(("INSERT", "UPDATE", "DELETE"))]
+
+
 def learn(pace, limits=FIVE_A_SECOND):
     """One request's worth of knowledge: the route's bucket and its window."""
     pace.observe(pace.acquire(ROUTE, SCOPE, max_wait=1), limits)
@@ -136,6 +151,56 @@ def test_each_credential_has_its_own_window(clock):
     pace.observe(pace.acquire(ROUTE, "Bearer someone-else|", max_wait=0), FIVE_A_SECOND)
 
     assert clock.waits == []
+
+
+def test_one_process_alone_writes_nothing_but_its_permit(clock, cache_writes):
+    pace, discord = pace_on(clock), Discord(clock.time)
+    send(pace, discord)
+    written = len(cache_writes())
+
+    for _ in range(3):  # the fifth would spend the window, which is noted
+        send(pace, discord)
+
+    assert len(cache_writes()) - written == 3
+    assert all("permit" in sql for sql in cache_writes()[written:])
+
+
+def test_close_to_its_end_a_window_gives_permits_only_while_half_used(clock):
+    pace = pace_on(clock)
+    learn(pace, Limits(bucket="token", limit=10, remaining=9, reset_after=1.0, reset="1800000001.000"))
+    clock.now += 0.95
+
+    for _ in range(4):
+        pace.acquire(ROUTE, SCOPE, max_wait=1)
+    assert clock.waits == []
+
+    pace.acquire(ROUTE, SCOPE, max_wait=1)
+    assert sum(clock.waits) == pytest.approx(0.05, abs=0.01)
+
+
+def test_a_persons_token_keeps_no_window(clock, cache_writes):
+    """Only the code holding the account sends with it: once the route is known, nothing is written."""
+    pace = pace_on(clock)
+    pace.observe(pace.acquire(ME, BEARER, max_wait=1, shared=False), FIVE_A_SECOND)
+    written = len(cache_writes())
+
+    for person in range(3):
+        permit = pace.acquire(ME, f"Bearer person-{person}|", max_wait=0, shared=False)
+        pace.observe(permit, FIVE_A_SECOND)
+
+    assert cache_writes()[written:] == []
+    assert clock.waits == []
+
+
+def test_a_persons_spent_token_waits_for_its_window_in_every_process(clock):
+    one, two = pace_on(clock), pace_on(clock)
+    spent = Limits(bucket="me", limit=5, remaining=0, reset_after=0.8, reset="1800000000.800")
+    one.observe(one.acquire(ME, BEARER, max_wait=1, shared=False), spent)
+
+    two.acquire(ME, "Bearer someone-else|", max_wait=0, shared=False)
+    assert clock.waits == []
+    two.acquire(ME, BEARER, max_wait=1, shared=False)
+    assert sum(clock.waits) == pytest.approx(0.8, abs=0.05)
 
 
 def test_a_window_someone_else_spent_is_not_claimed_from(clock):
