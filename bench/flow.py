@@ -351,11 +351,11 @@ class Bench:
             c = client()
             callbacks.append((c, self.consent(c.get(CONNECT)["Location"])))
         page = client(self.page_user)
-        connecting = [client() for _ in range(PROFILED)]
+        connecting = client()
         harness.RESULTS.mkdir(parents=True, exist_ok=True)
         for name, calls in (
             ("callback", [lambda c=c, url=url: c.get(url) for c, url in callbacks]),
-            ("connect", [lambda c=c: c.get(CONNECT) for c in connecting]),
+            ("connect", [lambda: connecting.get(CONNECT)] * PROFILED),
             ("accounts", [lambda: page.get(ACCOUNTS)] * PROFILED),
             ("bare", [lambda: page.get(BARE)] * PROFILED),
         ):

@@ -8,6 +8,7 @@ save are the same everywhere.
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.views.decorators.debug import sensitive_variables
+from encrypted_model_fields import fields as upstream
 
 from .exceptions import InvalidConfiguration, NotConfigured
 from .models import ConnectorConfig, ConnectorValue
@@ -81,12 +82,40 @@ def config_update(*, service_id, values=None, clear=()):
     return changed
 
 
+# Each connector's values as this process last read them, decrypted, with
+# the version they were read at (each key and the time it last changed) and
+# the keys that decrypted them. Every use first reads the version (no value,
+# nothing decrypted), so that a change made by any process or host is seen at
+# once; the values stay in this process's memory, never in a shared store.
+_read = {}
+
+
+def _versions(service_id):
+    """Each stored key with the time it last changed: what tells a process its copy is stale."""
+    return frozenset(
+        ConnectorValue.objects.filter(config__service_id=service_id).values_list("key", "updated_at")
+    )
+
+
+@sensitive_variables("rows", "held")
+def _stored(service_id, version=None):
+    """The stored values, decrypted, read again only when a key changed since this process read them."""
+    version = _versions(service_id) if version is None else version
+    held = _read.get(service_id)
+    if held is None or held[0] != version or held[1] is not upstream.CRYPTER:
+        crypter = upstream.CRYPTER
+        rows = list(
+            ConnectorValue.objects.filter(config__service_id=service_id).values_list("key", "updated_at", "value")
+        )
+        versions = frozenset((key, at) for key, at, _ in rows)
+        held = _read[service_id] = (versions, crypter, {key: value for key, _, value in rows})
+    return held[2]
+
+
 def config_values(service_id):
     """The stored values, decrypted, with defaults for the keys left unset."""
     connector = registry.get(service_id)
-    stored = dict(
-        ConnectorValue.objects.filter(config__service_id=service_id).values_list("key", "value")
-    )
+    stored = _stored(service_id)
     return {f.key: stored.get(f.key, f.default) for f in connector.fields if f.key in stored or f.default}
 
 
@@ -106,9 +135,7 @@ def config_client_values(connector):
 
 def config_keys_set(service_id):
     """Which keys hold a stored value, read without decrypting any."""
-    return set(
-        ConnectorValue.objects.filter(config__service_id=service_id).values_list("key", flat=True)
-    )
+    return {key for key, _ in _versions(service_id)}
 
 
 def config_summary(service_id):

@@ -44,17 +44,15 @@ def flow_start(session, *, connector, next_url=None):
     state = secrets.token_urlsafe(32)
     pending[state] = {"provider": connector.provider, "created": now, "next": next_url}
     session[SESSION_KEY] = pending
-    oauth = oauth_session(
-        connector,
-        client_id=values["clientId"],
+    # oauthlib's client alone: building the URL needs no HTTP session.
+    return WebApplicationClient(values["clientId"]).prepare_request_uri(
+        connector.authorize_url,
         redirect_uri=connector.redirect_url(),
         # Joined here, so that oauthlib sends the connector's delimiter.
         scope=connector.scope_delimiter.join(connector.scopes(values)),
+        state=state,
+        **connector.authorize_params(values),
     )
-    url, _ = oauth.authorization_url(
-        connector.authorize_url, state=state, **connector.authorize_params(values)
-    )
-    return url
 
 
 def _take_state(session, *, connector, state):

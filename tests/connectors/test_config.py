@@ -7,7 +7,9 @@ import pytest
 from cryptography.fernet import Fernet
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
+from django.conf import settings as django_settings
 from django.db import connection
+from django.utils import timezone
 
 from connectors.config import config_keys_set, config_update, config_values
 from connectors import crypto
@@ -21,6 +23,12 @@ KEY_A, KEY_B, KEY_WRONG = (Fernet.generate_key().decode() for _ in range(3))
 # A secret made of no words, so that a 5-character window of it found in an
 # error message is a leak, not a coincidence with the message's own text.
 OPAQUE_SECRET = "Xk9mQ2vL7pR4tW8zN3bH6jF1cD5gS0aY"
+
+
+def settings_key():
+    """The key values are written with (FIELD_ENCRYPTION_KEY's first)."""
+    keys = django_settings.FIELD_ENCRYPTION_KEY
+    return (keys if isinstance(keys, (list, tuple)) else keys.split(","))[0]
 
 
 def windows(text, size=5):
@@ -87,6 +95,46 @@ def test_raw_column_holds_fernet_tokens_not_plaintext(settings, configured):
 def test_keys_set_are_known_without_decrypting(configured, settings):
     settings.FIELD_ENCRYPTION_KEY = [KEY_WRONG]
     assert config_keys_set(SERVICE_ID) == set(configured)
+
+
+@pytest.fixture
+def decrypted(monkeypatch):
+    """How many values have been decrypted since the test began."""
+    from encrypted_model_fields import fields as upstream
+
+    counted, original = [], upstream.decrypt_str
+    monkeypatch.setattr(upstream, "decrypt_str", lambda *a, **k: counted.append(1) or original(*a, **k))
+    return lambda: len(counted)
+
+
+def test_a_process_decrypts_the_values_once_until_they_change(configured, decrypted):
+    stored()
+    once = decrypted()
+    assert once == len(configured)
+
+    assert stored() == configured
+    assert decrypted() == once
+    config_update(service_id=SERVICE_ID, values={"clientSecret": OPAQUE_SECRET})
+    before = decrypted()
+    assert stored()["clientSecret"] == OPAQUE_SECRET
+    assert decrypted() - before == once
+
+
+def test_a_change_written_by_another_process_is_read_at_once(configured):
+    """What another process's config_update leaves in the table: a new value and its time."""
+    stored()
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(ConnectorValue._meta.db_table)} SET {quote('value')} = %s, "
+            f"{quote('updated_at')} = %s WHERE {quote('key')} = %s",
+            [Fernet(settings_key()).encrypt(OPAQUE_SECRET.encode()).decode(),
+             ConnectorValue._meta.get_field("updated_at").get_db_prep_value(
+                 timezone.now(), connection), "clientSecret"],
+        )
+    assert stored()["clientSecret"] == OPAQUE_SECRET
+    ConnectorValue.objects.filter(key="botToken").delete()
+    assert "botToken" not in stored()
 
 
 def test_update_reports_only_the_keys_that_changed(configured):
