@@ -77,11 +77,6 @@ class Breaker:
         is_open = until > self.clock()
         return BreakerState(open=is_open, until=until if is_open else 0.0, failures=failures)
 
-    def paused_until(self):
-        """Epoch seconds until which refreshes are paused; 0.0 when they are not."""
-        until = self.cache.get(self._key("until"), 0.0)
-        return until if until > self.clock() else 0.0
-
     def check(self, connector_name):
         """Raise CircuitOpen, without calling the provider, while the breaker is open.
 
@@ -153,13 +148,15 @@ class Breaker:
 
 
 def pause_notices():
-    """What to tell people about every connector whose refreshes are paused now."""
+    """What to tell people about every connector whose refreshes are paused now (one read for all)."""
     from .registry import registry
 
+    breakers = {connector: Breaker(connector.service_id) for connector in registry}
+    known = caches["default"].get_many([breaker._key("until") for breaker in breakers.values()])
     notices = []
-    for connector in registry:
-        until = Breaker(connector.service_id).paused_until()
-        if until:
+    for connector, breaker in breakers.items():
+        until = known.get(breaker._key("until"), 0.0)
+        if until > breaker.clock():
             notices.append(
                 f"{connector.name} is unavailable: several refreshes in a row timed out or "
                 f"failed, so refreshes are paused until {_clock_time(until)}. Accounts are kept "

@@ -82,40 +82,54 @@ def config_update(*, service_id, values=None, clear=()):
     return changed
 
 
-# Each connector's values as this process last read them, decrypted, with
-# the version they were read at (each key and the time it last changed) and
-# the keys that decrypted them. Every use first reads the version (no value,
+# What this process last read of each connector's configuration: the
+# version it was read at (the configuration's last change), the keys set and,
+# once asked for, the values decrypted (with the keys that decrypted them).
+# Every use first reads the versions (one small read for every connector,
 # nothing decrypted), so that a change made by any process or host is seen at
 # once; the values stay in this process's memory, never in a shared store.
 _read = {}
 
 
-def _versions(service_id):
-    """Each stored key with the time it last changed: what tells a process its copy is stale."""
-    return frozenset(
-        ConnectorValue.objects.filter(config__service_id=service_id).values_list("key", "updated_at")
-    )
+def config_versions():
+    """Each configured connector's last change, by service id: what tells a process its copy is stale."""
+    return dict(ConnectorConfig.objects.values_list("service_id", "updated_at"))
 
 
-@sensitive_variables("rows", "held")
-def _stored(service_id, version=None):
-    """The stored values, decrypted, read again only when a key changed since this process read them."""
-    version = _versions(service_id) if version is None else version
-    held = _read.get(service_id)
-    if held is None or held[0] != version or held[1] is not upstream.CRYPTER:
+def _entry(service_id, versions):
+    version = (config_versions() if versions is None else versions).get(service_id)
+    if version is None:
+        _read.pop(service_id, None)
+        return None
+    entry = _read.get(service_id)
+    if entry is None or entry["version"] != version:
+        keys = ConnectorValue.objects.filter(config__service_id=service_id).values_list("key", flat=True)
+        entry = _read[service_id] = {"version": version, "keys": frozenset(keys), "values": None}
+    return entry
+
+
+@sensitive_variables("values", "entry")
+def _stored(service_id, versions=None):
+    """The stored values, decrypted, read again only when the configuration changed since this process read them."""
+    entry = _entry(service_id, versions)
+    if entry is None:
+        return {}
+    if entry["values"] is None or entry["crypter"] is not upstream.CRYPTER:
         crypter = upstream.CRYPTER
-        rows = list(
-            ConnectorValue.objects.filter(config__service_id=service_id).values_list("key", "updated_at", "value")
+        values = dict(
+            ConnectorValue.objects.filter(config__service_id=service_id).values_list("key", "value")
         )
-        versions = frozenset((key, at) for key, at, _ in rows)
-        held = _read[service_id] = (versions, crypter, {key: value for key, _, value in rows})
-    return held[2]
+        entry.update(values=values, crypter=crypter)
+    return entry["values"]
 
 
-def config_values(service_id):
-    """The stored values, decrypted, with defaults for the keys left unset."""
+def config_values(service_id, versions=None):
+    """The stored values, decrypted, with defaults for the keys left unset.
+
+    ``versions`` (from config_versions) spares a read when several connectors are looked at.
+    """
     connector = registry.get(service_id)
-    stored = _stored(service_id)
+    stored = _stored(service_id, versions)
     return {f.key: stored.get(f.key, f.default) for f in connector.fields if f.key in stored or f.default}
 
 
@@ -133,9 +147,10 @@ def config_client_values(connector):
     return values
 
 
-def config_keys_set(service_id):
+def config_keys_set(service_id, versions=None):
     """Which keys hold a stored value, read without decrypting any."""
-    return {key for key, _ in _versions(service_id)}
+    entry = _entry(service_id, versions)
+    return set(entry["keys"]) if entry else set()
 
 
 def config_summary(service_id):

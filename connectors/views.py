@@ -12,18 +12,18 @@ from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
-from django.db.models import Prefetch
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.backends.utils import csrf_input
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .accounts import account_disconnect
+from .accounts import account_disconnect, accounts_of
 from .breaker import pause_notices
-from .config import config_keys_set
+from .config import config_keys_set, config_versions
 from .exceptions import (
     AccessDenied,
     EventRefused,
@@ -94,29 +94,26 @@ def signup(request):
     return render(request, "registration/signup.html", {"form": form})
 
 
-def _ready(connector):
+def _ready(connector, versions=None):
     """Whether the flow's keys are stored: read without decrypting any."""
-    return set(connector.flow_keys) <= config_keys_set(connector.service_id)
+    return set(connector.flow_keys) <= config_keys_set(connector.service_id, versions)
 
 
 @login_required
 @require_GET
 def accounts(request):
-    connected = (
-        ConnectedAccount.objects.filter(user=request.user)
-        .defer("access_token", "refresh_token")
-        # A server's token is never shown: not even decrypted.
-        .prefetch_related(Prefetch("servers", AccountServer.objects.defer("token")))
-    )
     connectors = list(registry)
+    versions = config_versions()
     return render(
         request,
         "connectors/accounts.html",
         {
-            "accounts": connected,
+            "accounts": accounts_of(request.user),
             "connectors": connectors,
-            "ready": {c.provider for c in connectors if _ready(c)},
+            "ready": {c.provider for c in connectors if _ready(c, versions)},
             "notices": pause_notices(),
+            # One masked token for every form of the page, not one made per form.
+            "csrf_input": csrf_input(request),
         },
     )
 

@@ -121,20 +121,19 @@ def test_a_process_decrypts_the_values_once_until_they_change(configured, decryp
 
 
 def test_a_change_written_by_another_process_is_read_at_once(configured):
-    """What another process's config_update leaves in the table: a new value and its time."""
+    """What another process's config_update leaves in the tables: a new value, and the configuration's new time."""
     stored()
     quote = connection.ops.quote_name
+    now = ConnectorConfig._meta.get_field("updated_at").get_db_prep_value(timezone.now(), connection)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {quote(ConnectorValue._meta.db_table)} SET {quote('value')} = %s, "
-            f"{quote('updated_at')} = %s WHERE {quote('key')} = %s",
-            [Fernet(settings_key()).encrypt(OPAQUE_SECRET.encode()).decode(),
-             ConnectorValue._meta.get_field("updated_at").get_db_prep_value(
-                 timezone.now(), connection), "clientSecret"],
+            f"UPDATE {quote(ConnectorValue._meta.db_table)} SET {quote('value')} = %s WHERE {quote('key')} = %s",
+            [Fernet(settings_key()).encrypt(OPAQUE_SECRET.encode()).decode(), "clientSecret"],
         )
+        cursor.execute(f"UPDATE {quote(ConnectorConfig._meta.db_table)} SET {quote('updated_at')} = %s", [now])
     assert stored()["clientSecret"] == OPAQUE_SECRET
-    ConnectorValue.objects.filter(key="botToken").delete()
-    assert "botToken" not in stored()
+    ConnectorConfig.objects.all().delete()
+    assert stored() == {}
 
 
 def test_update_reports_only_the_keys_that_changed(configured):
