@@ -298,7 +298,13 @@ if CACHES["default"]["BACKEND"] == "django.core.cache.backends.db.DatabaseCache"
         # its transaction open is seen by every other process at once.
         # SQLite keeps the cache on the one connection: a second one would
         # wait for the write lock that very transaction holds.
-        DATABASES["cache"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}
+        # Its commits need not wait for the disk: what the pace and the breaker
+        # keep lasts seconds, and another process sees a commit at once either
+        # way (bench/flow.py: a permit cost the callback a second flush).
+        _cache_options = dict(DATABASES["default"].get("OPTIONS", {}))
+        if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+            _cache_options["options"] = f"{_cache_options.get('options', '')} -c synchronous_commit=off".strip()
+        DATABASES["cache"] = {**DATABASES["default"], "OPTIONS": _cache_options, "TEST": {"MIRROR": "default"}}
         DATABASE_ROUTERS = ["connectors.routers.CacheRouter"]
 
 AUTH_PASSWORD_VALIDATORS = [

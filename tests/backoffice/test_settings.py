@@ -106,3 +106,27 @@ def test_the_readmes_production_steps_pass_in_a_checkout_where_make_run_left_a_d
     assert "no issues" in result.stdout
     without = check_deploy({k: v for k, v in environment.items() if k != "ENV_FILE"})
     assert "DISCORD_EMULATOR is on while DEBUG is off" in without.stderr
+
+
+def test_on_postgresql_the_cache_commits_without_waiting_for_the_disk(db):
+    """The pace's and the breaker's writes are seconds-long facts: durability buys them nothing."""
+    from urllib.parse import urlsplit
+
+    from django.db import connection
+
+    url = os.environ.get("DATABASE_URL", "")
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL; runs in CI's PostgreSQL pass (DATABASE_URL=postgres://...)")
+    # The test database, which exists while the tests run.
+    url = urlsplit(url)._replace(path=f"/{connection.settings_dict['NAME']}").geturl()
+    code = (
+        "from django.db import connections\n"
+        "for alias in ('default', 'cache'):\n"
+        "    with connections[alias].cursor() as cursor:\n"
+        "        cursor.execute('SHOW synchronous_commit')\n"
+        "        print(alias, cursor.fetchone()[0])\n"
+    )
+    result = manage("shell", "-c", code, **{**PRODUCTION, "DATABASE_URL": url})
+    assert result.returncode == 0, result.stderr
+    assert "default on" in result.stdout
+    assert "cache off" in result.stdout
