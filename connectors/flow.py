@@ -8,7 +8,9 @@ use, bound to that session, and expires after ``STATE_TTL`` seconds.
 import logging
 import secrets
 import time
+from contextlib import contextmanager
 
+from django.db import connection, transaction
 from django.views.decorators.debug import sensitive_variables
 from oauthlib.oauth2 import WebApplicationClient
 
@@ -30,6 +32,31 @@ MAX_PARAM_LENGTH = 2048
 UNSTORED = "a grant that could not be stored"
 
 
+@contextmanager
+def _unflushed():
+    """A transaction whose commit does not wait for the disk (PostgreSQL; SQLite's never does here).
+
+    For the session's states only: other processes see the commit at once,
+    which is what single use needs, and a database crash that lost the last
+    moments' commits would at worst fail a flow in progress. The account a
+    flow stores is committed durably, as always.
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        yield
+
+
+def _save_now(session):
+    """Save the session now (see _unflushed), and not again at the response unless it changes again."""
+    with _unflushed():
+        session.save()
+    session.modified = False
+
+
 def flow_start(session, *, connector, next_url=None):
     """Remember a new state in ``session`` and return the provider's authorize URL."""
     values = config_client_values(connector)
@@ -44,6 +71,7 @@ def flow_start(session, *, connector, next_url=None):
     state = secrets.token_urlsafe(32)
     pending[state] = {"provider": connector.provider, "created": now, "next": next_url}
     session[SESSION_KEY] = pending
+    _save_now(session)
     # oauthlib's client alone: building the URL needs no HTTP session.
     return WebApplicationClient(values["clientId"]).prepare_request_uri(
         connector.authorize_url,
@@ -66,9 +94,7 @@ def _take_state(session, *, connector, state):
     entry = pending.pop(state, None) if state else None
     if entry is not None:
         session[SESSION_KEY] = pending
-        session.save()
-        # Saved: unless the request changes it again, it need not be saved twice.
-        session.modified = False
+        _save_now(session)
     if entry is None or entry["provider"] != connector.provider:
         raise StateMismatch(
             "This sign-in link is not valid for your session: it was already used, "
