@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1:8000
 
-.PHONY: run test bench bench-refresh bench-api
+.PHONY: run test bench bench-flow bench-refresh bench-api
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ test: $(VENV)/.installed-dev
 # BENCH_ARGS=--quick` takes a first look in about a minute.
 bench: $(VENV)/.installed-dev
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# The connect flow's requests against their floors, under gunicorn; add
+# BENCH_ARGS="--postgres postgres://postgres@127.0.0.1:5432/postgres" for PostgreSQL too.
+bench-flow: $(VENV)/.installed-dev
+	$(PY) bench/flow.py $(BENCH_ARGS)
 
 bench-refresh: $(VENV)/.installed-dev
 	$(PY) bench/refresh_tokens.py --accounts 2000 --rate 50

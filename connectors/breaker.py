@@ -151,10 +151,12 @@ def pause_notices():
     """What to tell people about every connector whose refreshes are paused now (one read for all)."""
     from .registry import registry
 
-    breakers = {connector: Breaker(connector.service_id) for connector in registry}
-    known = caches["default"].get_many([breaker._key("until") for breaker in breakers.values()])
+    breakers = [(connector, Breaker(connector.service_id)) for connector in registry]
+    if not breakers:
+        return []
+    known = breakers[0][1].cache.get_many([breaker._key("until") for _, breaker in breakers])
     notices = []
-    for connector, breaker in breakers.items():
+    for connector, breaker in breakers:
         until = known.get(breaker._key("until"), 0.0)
         if until > breaker.clock():
             notices.append(
