@@ -301,22 +301,26 @@ class Bench:
             sys.exit(f"{len(failures)} flows failed with {CLIENTS} clients: {failures[:3]}")
         return result
 
+    def test_client(self, user=None):
+        """Django's test client in this process, logged in as ``user`` (a new user if None)."""
+        from django.test import Client
+
+        client = Client(HTTP_HOST="127.0.0.1")
+        client.force_login(user or self.user())
+        return client
+
+    def callback_ready(self, client):
+        """``client``'s callback, connect made and consent given, as a call still to be made."""
+        url = self.consent(client.get(CONNECT)["Location"])
+        return lambda: client.get(url)
+
     def counted(self):
         """Statements (all, and the cache's) and values decrypted, per request, through the test client."""
         from django.db import connections
-        from django.test import Client
         from django.test.utils import CaptureQueriesContext
 
-        def client(user=None):
-            c = Client(HTTP_HOST="127.0.0.1")
-            c.force_login(user or self.user())
-            return c
-
+        client, callback = self.test_client, self.callback_ready
         page, fresh = client(self.page_user), client()
-
-        def callback(c):
-            answer = c.get(CONNECT)
-            return lambda: c.get(self.consent(answer["Location"]))
 
         requests_ = {
             "bare view": [lambda: page.get(BARE)] * SAMPLES,
@@ -348,22 +352,11 @@ class Bench:
 
     def profile(self):
         """cProfile of 200 of each: callback, connect, accounts page, bare view (in this process)."""
-        from django.test import Client
-
-        def client(user=None):
-            c = Client(HTTP_HOST="127.0.0.1")
-            c.force_login(user or self.user())
-            return c
-
-        callbacks = []
-        for _ in range(PROFILED):
-            c = client()
-            callbacks.append((c, self.consent(c.get(CONNECT)["Location"])))
-        page = client(self.page_user)
-        connecting = client()
+        callbacks = [self.callback_ready(self.test_client()) for _ in range(PROFILED)]
+        page, connecting = self.test_client(self.page_user), self.test_client()
         harness.RESULTS.mkdir(parents=True, exist_ok=True)
         for name, calls in (
-            ("callback", [lambda c=c, url=url: c.get(url) for c, url in callbacks]),
+            ("callback", callbacks),
             ("connect", [lambda: connecting.get(CONNECT)] * PROFILED),
             ("accounts", [lambda: page.get(ACCOUNTS)] * PROFILED),
             ("bare", [lambda: page.get(BARE)] * PROFILED),
