@@ -100,13 +100,7 @@ def throughput(caller, method, path, calls, threads=2):
             if status != 200:
                 failures.append((status, body[:200]))
 
-    workers = [threading.Thread(target=work) for _ in range(threads)]
-    started = time.perf_counter()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    elapsed = time.perf_counter() - started
+    elapsed = harness.run_together([threading.Thread(target=work) for _ in range(threads)])
     if failures:
         sys.exit(f"{method} {path}: {failures[:3]}")
     return calls / elapsed
@@ -223,13 +217,7 @@ class Bench:
                     barrier.wait(timeout=30)
                     answers.append(caller.call("POST", path))
 
-                threads = [threading.Thread(target=call) for _ in range(callers)]
-                started = time.perf_counter()
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    thread.join()
-                elapsed = time.perf_counter() - started
+                elapsed = harness.run_together([threading.Thread(target=call) for _ in range(callers)])
                 tokens = {json.loads(body)["access_token"] for status, body in answers if status == 200}
                 results.append({
                     "ok": sum(status == 200 for status, _ in answers),

@@ -160,16 +160,8 @@ class Bench:
         )
 
     def browser(self, user=None):
-        """A requests session carrying a logged-in session cookie for ``user`` (a new user if None)."""
-        import requests
-        from django.conf import settings
-        from django.test import Client
-
-        client = Client()
-        client.force_login(user or self.user())
-        browser = requests.Session()
-        browser.cookies.set(settings.SESSION_COOKIE_NAME, client.cookies[settings.SESSION_COOKIE_NAME].value)
-        return browser
+        """A requests session logged in as ``user`` (a new user if None)."""
+        return harness.browser_of(user or self.user())
 
     # requests
 
@@ -181,12 +173,7 @@ class Bench:
 
     def consent(self, location):
         """The stand-in's consent, clicked: the callback's path and query."""
-        query = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
-        answer = self.control.get(f"{self.base_url}/oauth2/authorize/_approve",
-                                  params={**query, "action": "authorize"}, allow_redirects=False, timeout=10)
-        assert answer.status_code == 302, answer.text[:300]
-        parts = urlsplit(answer.headers["Location"])
-        return f"{parts.path}?{parts.query}"
+        return harness.consent(self.control, self.base_url, location)
 
     def flow(self, server, browser, *, page=True):
         """One complete flow; the times of the connect and the callback."""
@@ -291,12 +278,7 @@ class Bench:
                     failures.append(repr(error)[:200])
 
         threads = [threading.Thread(target=client, args=(browsers[i::CLIENTS],)) for i in range(CLIENTS)]
-        started = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        result[f"new identity, {CLIENTS} clients"] = self.flows / (time.perf_counter() - started)
+        result[f"new identity, {CLIENTS} clients"] = self.flows / harness.run_together(threads)
         if failures:
             sys.exit(f"{len(failures)} flows failed with {CLIENTS} clients: {failures[:3]}")
         return result

@@ -123,3 +123,38 @@ class DecryptCount:
             return original(*args, **kwargs)
 
         upstream.decrypt_str = counting
+
+
+def browser_of(user):
+    """A requests session carrying a logged-in session cookie for ``user``, as a browser would."""
+    import requests
+    from django.conf import settings
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    browser = requests.Session()
+    browser.cookies.set(settings.SESSION_COOKIE_NAME, client.cookies[settings.SESSION_COOKIE_NAME].value)
+    return browser
+
+
+def consent(control, base_url, authorize_url):
+    """The stand-in's consent clicked for ``authorize_url`` (through ``control``): the callback's path and query."""
+    from urllib.parse import parse_qs, urlsplit
+
+    query = {k: v[0] for k, v in parse_qs(urlsplit(authorize_url).query).items()}
+    answer = control.get(f"{base_url}/oauth2/authorize/_approve", params={**query, "action": "authorize"},
+                         allow_redirects=False, timeout=10)
+    assert answer.status_code == 302, answer.text[:300]
+    parts = urlsplit(answer.headers["Location"])
+    return f"{parts.path}?{parts.query}"
+
+
+def run_together(threads):
+    """Start ``threads`` at once and wait for them all; the seconds that took."""
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started

@@ -41,7 +41,7 @@ import threading
 import time
 import tracemalloc
 from datetime import datetime, timedelta, timezone as dt_timezone
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import harness
 
@@ -254,20 +254,13 @@ class Suite:
             self._seeded += chunk
 
     def browser(self, user=None):
-        """A requests session carrying a logged-in session cookie for ``user`` (a new user if None)."""
-        import requests
-        from django.conf import settings
+        """A requests session logged in as ``user`` (a new user if None)."""
         from django.contrib.auth import get_user_model
-        from django.test import Client
 
         if user is None:
             self._users += 1
             user = get_user_model().objects.create(username=f"bench-user-{self._users}", password="!")
-        client = Client()
-        client.force_login(user)
-        browser = requests.Session()
-        browser.cookies.set(settings.SESSION_COOKIE_NAME, client.cookies[settings.SESSION_COOKIE_NAME].value)
-        return browser
+        return harness.browser_of(user)
 
     # encryption
 
@@ -296,16 +289,8 @@ class Suite:
         answer = browser.get(server + CONNECT, allow_redirects=False)
         assert answer.status_code == 302, answer.text[:300]
         connect = self.server.seen[CONNECT]
-        query = {k: v[0] for k, v in parse_qs(urlsplit(answer.headers["Location"]).query).items()}
-        consent = self.control.get(
-            self.base_url + "/oauth2/authorize/_approve",
-            params={**query, "action": "authorize"},
-            allow_redirects=False,
-            timeout=10,
-        )
-        assert consent.status_code == 302, consent.text[:300]
-        parts = urlsplit(consent.headers["Location"])
-        answer = browser.get(f"{server}{parts.path}?{parts.query}", allow_redirects=False)
+        callback = harness.consent(self.control, self.base_url, answer.headers["Location"])
+        answer = browser.get(server + callback, allow_redirects=False)
         callback = self.server.seen.get(CALLBACK)
         assert answer.status_code == 302 and answer.headers["Location"] == "/accounts/", answer.text[:500]
         page = browser.get(server + "/accounts/")
@@ -449,10 +434,7 @@ class Suite:
             before = self._refreshes_seen()
             threads = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
             started = time.perf_counter()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+            harness.run_together(threads)
             refreshes += self._refreshes_seen() - before
             if all(ends):
                 durations.append(max(ends) - started)

@@ -109,9 +109,9 @@ def _entry(service_id, versions):
 
 
 @sensitive_variables("values", "entry")
-def _stored(service_id, versions=None):
+def _stored(service_id):
     """The stored values, decrypted, read again only when the configuration changed since this process read them."""
-    entry = _entry(service_id, versions)
+    entry = _entry(service_id, None)
     if entry is None:
         return {}
     if entry["values"] is None or entry["crypter"] is not upstream.CRYPTER:
@@ -123,13 +123,10 @@ def _stored(service_id, versions=None):
     return entry["values"]
 
 
-def config_values(service_id, versions=None):
-    """The stored values, decrypted, with defaults for the keys left unset.
-
-    ``versions`` (from config_versions) spares a read when several connectors are looked at.
-    """
+def config_values(service_id):
+    """The stored values, decrypted, with defaults for the keys left unset."""
     connector = registry.get(service_id)
-    stored = _stored(service_id, versions)
+    stored = _stored(service_id)
     return {f.key: stored.get(f.key, f.default) for f in connector.fields if f.key in stored or f.default}
 
 
@@ -148,7 +145,10 @@ def config_client_values(connector):
 
 
 def config_keys_set(service_id, versions=None):
-    """Which keys hold a stored value, read without decrypting any."""
+    """Which keys hold a stored value, read without decrypting any.
+
+    ``versions`` (from config_versions) spares a read when several connectors are looked at.
+    """
     entry = _entry(service_id, versions)
     return set(entry["keys"]) if entry else set()
 

@@ -202,15 +202,14 @@ class Pace:
                 )
                 keys += [window_key, hold_key, floor_key, hint_key] if shared else [hold_key]
             known = self.cache.get_many(keys)
-            if known.get(route_key) != bucket:
-                # This process had not seen the route, or its bucket changed: read again.
-                if known.get(route_key) is None:
+            seen = known.get(route_key)
+            if seen != bucket:
+                # This process had not seen the route, or the cache says otherwise: read again.
+                if seen is None:
                     self._buckets.pop(route, None)
-                    if bucket is not None:
-                        continue
                 else:
-                    self._remember(self._buckets, route, known[route_key])
-                    continue
+                    self._remember(self._buckets, route, seen)
+                continue
             until = known.get(hold_all, 0.0)
             window = floor = hint = None
             if bucket:
@@ -285,6 +284,7 @@ class Pace:
         if limits.bucket is None:
             if permit.bucket != "":
                 self.cache.set(route_key, "", KNOWN_TTL)
+                self._remember(self._buckets, permit.route, "")
             self.release(permit)
             return
         bucket = _digest(limits.bucket)

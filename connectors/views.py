@@ -94,7 +94,7 @@ def signup(request):
     return render(request, "registration/signup.html", {"form": form})
 
 
-def _ready(connector, versions=None):
+def _ready(connector, versions):
     """Whether the flow's keys are stored: read without decrypting any."""
     return set(connector.flow_keys) <= config_keys_set(connector.service_id, versions)
 

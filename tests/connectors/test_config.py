@@ -7,9 +7,9 @@ import pytest
 from cryptography.fernet import Fernet
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
-from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
+from encrypted_model_fields import fields as upstream
 
 from connectors.config import config_keys_set, config_update, config_values
 from connectors import crypto
@@ -23,12 +23,6 @@ KEY_A, KEY_B, KEY_WRONG = (Fernet.generate_key().decode() for _ in range(3))
 # A secret made of no words, so that a 5-character window of it found in an
 # error message is a leak, not a coincidence with the message's own text.
 OPAQUE_SECRET = "Xk9mQ2vL7pR4tW8zN3bH6jF1cD5gS0aY"
-
-
-def settings_key():
-    """The key values are written with (FIELD_ENCRYPTION_KEY's first)."""
-    keys = django_settings.FIELD_ENCRYPTION_KEY
-    return (keys if isinstance(keys, (list, tuple)) else keys.split(","))[0]
 
 
 def windows(text, size=5):
@@ -100,8 +94,6 @@ def test_keys_set_are_known_without_decrypting(configured, settings):
 @pytest.fixture
 def decrypted(monkeypatch):
     """How many values have been decrypted since the test began."""
-    from encrypted_model_fields import fields as upstream
-
     counted, original = [], upstream.decrypt_str
     monkeypatch.setattr(upstream, "decrypt_str", lambda *a, **k: counted.append(1) or original(*a, **k))
     return lambda: len(counted)
@@ -128,7 +120,7 @@ def test_a_change_written_by_another_process_is_read_at_once(configured):
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {quote(ConnectorValue._meta.db_table)} SET {quote('value')} = %s WHERE {quote('key')} = %s",
-            [Fernet(settings_key()).encrypt(OPAQUE_SECRET.encode()).decode(), "clientSecret"],
+            [upstream.encrypt_str(OPAQUE_SECRET).decode(), "clientSecret"],
         )
         cursor.execute(f"UPDATE {quote(ConnectorConfig._meta.db_table)} SET {quote('updated_at')} = %s", [now])
     assert stored()["clientSecret"] == OPAQUE_SECRET
