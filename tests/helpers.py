@@ -234,15 +234,19 @@ def child_env(standin):
 
 
 @contextmanager
-def gunicorn_serving(env, *, workers, log_path, ready_path="/api/v1/schema"):
-    """gunicorn serving ``backoffice.wsgi`` with ``workers`` processes on a free loopback port; yields its base URL."""
+def gunicorn_serving(env, *, workers, log_path, ready_path="/api/v1/schema", ready_headers=None, extra_args=()):
+    """gunicorn serving ``backoffice.wsgi`` with ``workers`` processes on a free loopback port; yields its base URL.
+
+    It is ready once ``ready_path`` answers (sent with ``ready_headers``);
+    ``extra_args`` go to gunicorn's command line.
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [str(Path(sys.executable).parent / "gunicorn"), "backoffice.wsgi",
-             "--workers", str(workers), "--bind", f"127.0.0.1:{port}"],
+             "--workers", str(workers), "--bind", f"127.0.0.1:{port}", *extra_args],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
@@ -251,7 +255,7 @@ def gunicorn_serving(env, *, workers, log_path, ready_path="/api/v1/schema"):
         while True:
             assert process.poll() is None, Path(log_path).read_text()
             try:
-                requests.get(base + ready_path, timeout=5)
+                requests.get(base + ready_path, headers=ready_headers, timeout=5)
                 break
             except (requests.ConnectionError, requests.Timeout):
                 if time.monotonic() > deadline:

@@ -12,7 +12,6 @@ checks that at least one flow was started and finished by different workers.
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 
 from connectors.models import ConnectedAccount
-from tests.helpers import assert_strict_policies
+from tests.helpers import assert_strict_policies, gunicorn_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "backoffice.example.com"
@@ -39,12 +38,6 @@ pytestmark = pytest.mark.skipif(
     not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"),
     reason="runs in CI's PostgreSQL pass",
 )
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def production_env(standin, static_root):
@@ -119,39 +112,13 @@ def gunicorn(transactional_db, standin, tmp_path):
     assert collected.returncode == 0, collected.stderr
     assert (static_root / "staticfiles.json").is_file()
 
-    port = free_port()
     access_log = tmp_path / "access.log"
     server_log = tmp_path / "gunicorn.log"
-    with open(server_log, "w") as log:
-        process = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "gunicorn"), "backoffice.wsgi",
-                "--workers", "3", "--bind", f"127.0.0.1:{port}",
-                "--access-logfile", str(access_log),
-                "--access-logformat", "%(p)s %(m)s %(U)s %(s)s",
-            ],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, server_log.read_text()
-            try:
-                requests.get(base + "/accounts/login/", headers=PROXY, timeout=5)
-                break
-            except (requests.ConnectionError, requests.Timeout):
-                if time.monotonic() > deadline:
-                    pytest.fail("gunicorn did not answer within 30 s:\n" + server_log.read_text())
-                time.sleep(0.2)
+    with gunicorn_serving(
+        env, workers=3, log_path=server_log, ready_path="/accounts/login/", ready_headers=PROXY,
+        extra_args=["--access-logfile", str(access_log), "--access-logformat", "%(p)s %(m)s %(U)s %(s)s"],
+    ) as base:
         yield base, access_log, server_log
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 def test_static_files_are_served_by_whitenoise_with_hashed_names(gunicorn):
