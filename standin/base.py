@@ -23,19 +23,31 @@ The control API under ``/_standin`` does over HTTP what the methods do, for a
 stand-in running in another process; each provider adds its own routes.
 ``serve_until_stopped`` runs one as a process of its own (``python -m
 standin.<provider>``).
+
+Kept state: with ``state_path`` a stand-in loads what it saved there when it
+is made and saves again after every change worth keeping (people, servers or
+workspaces, grants and their tokens, its app), under its lock; see
+``standin.persist``. A method that changes such state calls ``_changed()``;
+one that makes several changes at once wraps them in ``_changing()``, so the
+file is written once, when the outermost change ends. Without a path (the
+default) nothing is written anywhere.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
+import os
 import re
 import signal
 import threading
 import time
 from http import HTTPStatus
-from typing import Any, Callable, Collection, Self
+from pathlib import Path
+from typing import Any, Callable, Collection, Iterator, Self
 
+from .persist import StateFile, UnreadableState, logger
 from .wire import Answer, Request, Server, json_answer
 
 CONTROL_PREFIX = "/_standin"
@@ -98,7 +110,8 @@ class ProviderStandIn:
     server_version = "StandIn/1.0"
     request_kinds: tuple[str, ...] = ()
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0,
+                 state_path: str | os.PathLike[str] | None = None) -> None:
         self.host = host
         self.port = port
         self._lock = threading.RLock()
@@ -106,6 +119,11 @@ class ProviderStandIn:
         self._thread: threading.Thread | None = None
         self._routes = self._build_routes()
         self._pattern_routes = self._build_pattern_routes()
+        self._state_file = StateFile(state_path) if state_path else None
+        # Saving starts once the saved state is loaded (_restore_state), so the fresh one never overwrites it.
+        self._keeping = False
+        self._change_depth = 0
+        self._dirty = False
 
     # lifecycle
 
@@ -158,6 +176,74 @@ class ProviderStandIn:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
+    # kept state (standin.persist)
+
+    @property
+    def state_path(self) -> Path | None:
+        """The file this stand-in keeps its state in; None: memory only."""
+        return self._state_file.path if self._state_file is not None else None
+
+    @property
+    def state_section(self) -> str:
+        return self.provider.lower()
+
+    def dump_state(self) -> dict[str, Any]:
+        """What the subclass keeps across restarts, as JSON values; called under the lock."""
+        return {}
+
+    def load_state(self, data: dict[str, Any]) -> None:
+        """Puts back what dump_state gave, all or nothing; raises ValueError, KeyError or TypeError if it cannot."""
+
+    def _restore_state(self) -> None:
+        """The subclass calls this once its fresh state is in place: loads the saved one, then keeps saving."""
+        if self._state_file is None:
+            return
+        with self._lock:
+            try:
+                data = self._state_file.read(self.state_section)
+                if data is not None:
+                    self.load_state(data)
+            except UnreadableState as problem:
+                self._start_afresh(str(problem))
+            except (ValueError, KeyError, TypeError, AttributeError) as problem:
+                self._start_afresh(f'its "{self.state_section}" section cannot be used: '
+                                   f"{type(problem).__name__}: {problem}")
+            else:
+                if data is not None:
+                    logger.info("%s stand-in: loaded its state from %s.", self.provider, self._state_file.path)
+            self._keeping = True
+
+    def _start_afresh(self, why: str) -> None:
+        logger.warning("%s stand-in: ignored the state saved in %s, as %s; it starts afresh, and its next "
+                       "change replaces that file.", self.provider, self._state_file.path, why)
+        self.reset()
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Holds the lock over several changes; the state is saved once, when the outermost one ends."""
+        with self._lock:
+            self._change_depth += 1
+            try:
+                yield
+            finally:
+                self._change_depth -= 1
+                if self._change_depth == 0 and self._dirty:
+                    self._dirty = False
+                    self._save()
+
+    def _changed(self) -> None:
+        """Something worth keeping changed: saved now, or when the change around this one ends."""
+        with self._changing():
+            self._dirty = True
+
+    def _save(self) -> None:
+        if self._state_file is None or not self._keeping:
+            return
+        try:
+            self._state_file.write(self.state_section, self.dump_state())
+        except (OSError, TypeError, ValueError):
+            logger.exception("%s stand-in: could not save its state in %s", self.provider, self._state_file.path)
+
     def reset(self) -> None:
         """Forgets what was asked and every queued fault; a subclass resets its own state after this."""
         with self._lock:
@@ -179,8 +265,9 @@ class ProviderStandIn:
 
     def login(self, user: Any) -> None:
         """The consent page now speaks to `user`, as if they had signed in at the provider."""
-        with self._lock:
+        with self._changing():
             self._logged_in = user
+            self._changed()
 
     @property
     def logged_in(self) -> Any:

@@ -5,6 +5,12 @@ names its port and which of its app's values an operator would paste, so
 that every stand-in is started and stored the same way. A stand-in that sends
 events gets this site's events URL too, so Test credentials finds it
 registered, as the operator guide asks.
+
+The stand-ins runserver starts keep their people, grants and keys in one file
+(``standin_state_path()``: ``<BASE_DIR>/.standin/state.json``, ignored by git),
+so that restarting ``make run`` leaves every connected account working; delete
+the file to start afresh. The setting ``STANDIN_STATE_PATH`` names another
+file, or None for memory only, as tests keep them.
 """
 
 import hashlib
@@ -69,17 +75,25 @@ def store_standin_credentials(app=None, *, provider="discord"):
     return config_update(service_id=wiring.service_id, values=values)
 
 
-def standin_start(*, provider="discord", port=None):
+def standin_state_path():
+    """The file runserver's stand-ins keep their state in; None: memory only."""
+    return settings.STANDIN_STATE_PATH
+
+
+def standin_start(*, provider="discord", port=None, state_path=None):
     """Run a provider's stand-in with this site's redirect URL (and events URL) registered, as the checklist asks.
 
-    ``port`` defaults to the provider's port setting. Returns the running
+    ``port`` defaults to the provider's port setting. With ``state_path`` the
+    stand-in loads what it kept there and keeps saving it (standin.persist);
+    stand-ins of several providers may share one file. Returns the running
     stand-in and the credential keys that changed.
     """
     wiring = WIRINGS[provider]
     connector = registry.get(wiring.service_id)
     port = getattr(settings, wiring.port_setting) if port is None else port
     options = {"signing_seed": _signing_seed(provider)} if wiring.sends_events else {}
-    standin = wiring.standin(port=port, redirect_uris=[connector.redirect_url()], **options).start()
+    standin = wiring.standin(port=port, redirect_uris=[connector.redirect_url()], state_path=state_path,
+                             **options).start()
     if wiring.sends_events:
         standin.app.event_webhooks_url = connector.events_url()
     return standin, store_standin_credentials(standin.app, provider=provider)

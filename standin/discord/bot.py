@@ -70,11 +70,13 @@ class BotEndpoints:
         """The bot is kicked from the server: every route of that server answers 403 Missing Access."""
         with self._lock:
             self._guilds[str(guild_id)].bot_added = False
+            self._changed()
 
     def deny_send(self, channel_id: str) -> None:
         """The channel's overwrites deny the bot Send Messages: posting there answers 403 (50013)."""
         with self._lock:
             self._channels[str(channel_id)].can_send = False
+            self._changed()
 
     def channels(self, guild_id: str) -> list[Channel]:
         with self._lock:
@@ -120,6 +122,7 @@ class BotEndpoints:
             message = self._message_object(channel, content)
             channel.last_message_id = message["id"]
             self._messages.setdefault(channel.id, []).append(message)
+            self._changed()
             return json_answer(200, message)
 
     # JSON shapes

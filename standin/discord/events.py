@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from standin.wire import Answer, Request
 
@@ -43,6 +43,11 @@ def new_key_pair(seed: bytes | None = None) -> tuple[Ed25519PrivateKey, str]:
     """A signing key and its public half as the portal shows it (64 hex characters); a 32-byte seed makes it again."""
     private = Ed25519PrivateKey.generate() if seed is None else Ed25519PrivateKey.from_private_bytes(seed)
     return private, private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+
+
+def key_seed(private: Ed25519PrivateKey) -> bytes:
+    """The 32-byte seed new_key_pair makes `private` from again (a state file keeps it)."""
+    return private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
 
 
 class EventSender:
@@ -78,8 +83,9 @@ class EventSender:
             person = user if isinstance(user, User) else self.user(user)
             revoked = [g for g in self._grants if g.user is person and not g.revoked
                        and g.client_id == self.app.client_id]
-            for grant in revoked:
-                self._kill(grant)
+            with self._changing():
+                for grant in revoked:
+                    self._kill(grant)
         return len(revoked), self.send_event("APPLICATION_DEAUTHORIZED", person)
 
     @property

@@ -184,6 +184,7 @@ class OAuthEndpoints:
                 return self.page(400, "Authorization error", "<p>Pick a server where you may add the bot.</p>")
             if "bot" in scopes and not self.app.bot_require_code_grant:
                 guild.bot_added = True
+                self._changed()
         permissions = str(int(params.get("permissions") or "0"))
         code = Code(secrets.token_urlsafe(22), self.app.client_id, params["redirect_uri"], scopes, user, guild,
                     permissions, time.time() + CODE_TTL)
@@ -237,7 +238,7 @@ class OAuthEndpoints:
         handler = handlers.get(grant_type)
         if handler is None:
             return oauth_error(400, "unsupported_grant_type", 'Invalid "grant_type" in request.')
-        with self._lock:
+        with self._changing():
             return handler(form)
 
     def _token_body(self, grant: Grant) -> dict[str, Any]:
@@ -300,6 +301,7 @@ class OAuthEndpoints:
         grant.expires_at = time.time() + self.access_token_ttl
         self._by_access[grant.access_token] = grant
         self._by_refresh[grant.refresh_token] = grant
+        self._changed()
         return json_answer(200, self._token_body(grant))
 
     def _client_credentials(self, form: dict[str, str]) -> Answer:
@@ -329,3 +331,4 @@ class OAuthEndpoints:
         self._by_access.pop(grant.access_token, None)
         if grant.refresh_token:
             self._by_refresh.pop(grant.refresh_token, None)
+        self._changed()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import re
 import time
 from typing import Any, Iterable
@@ -11,11 +12,13 @@ from standin.base import CONTROL_PREFIX, GrantBook, PatternRoutes, ProviderStand
 from standin.wire import Answer, Request, json_answer
 
 from .bot import CHANNEL_MESSAGES, GUILD_CHANNELS, BotEndpoints, bot_route
-from .events import EventSender, new_key_pair
+from .events import EventSender, key_seed, new_key_pair
 from .oauth import OAuthEndpoints
 from .ratelimit import RateLimits, check_rate
 from .rest import RestEndpoints, message_answer
-from .state import DEFAULT_APP, DISCORD_EPOCH_MS, App, Channel, Code, Grant, Guild, User, new_token
+from .state import (
+    DEFAULT_APP, DISCORD_EPOCH_MS, App, Channel, Code, Grant, Guild, User, dump_saved, load_saved, new_token,
+)
 
 API_PREFIX = "/api/v10"
 REQUEST_KINDS = (
@@ -58,7 +61,12 @@ STANDIN_CSS = (
 
 
 class StandIn(EventSender, BotEndpoints, OAuthEndpoints, RestEndpoints, GrantBook, ProviderStandIn):
-    """In-process Discord stand-in; every piece of mutable state is behind `_lock`, the rate limits behind theirs."""
+    """In-process Discord stand-in; every piece of mutable state is behind `_lock`, the rate limits behind theirs.
+
+    With `state_path` it keeps its app (and events key), people, servers, grants and the bot's messages in
+    that file across restarts (standin.persist); what the arguments name (`app`, `redirect_uris`,
+    `signing_seed`) wins over what the file says.
+    """
 
     provider = "Discord"
     page_css = STANDIN_CSS
@@ -75,10 +83,14 @@ class StandIn(EventSender, BotEndpoints, OAuthEndpoints, RestEndpoints, GrantBoo
         rate_limit: float | None = None,
         global_limit: float | None = None,
         signing_seed: bytes | None = None,
+        state_path: str | os.PathLike[str] | None = None,
     ) -> None:
-        super().__init__(host=host, port=port)
+        super().__init__(host=host, port=port, state_path=state_path)
         self.app = app if app is not None else copy.deepcopy(DEFAULT_APP)
         self._signing_key, self.app.verify_key = new_key_pair(signing_seed)
+        # What the arguments set is not taken from a state file.
+        self._given = {"app": app is not None, "redirect_uris": redirect_uris is not None,
+                       "signing_seed": signing_seed is not None}
         if redirect_uris is not None:
             self.app.redirect_uris = list(redirect_uris)
         self.access_token_ttl = access_token_ttl
@@ -88,6 +100,7 @@ class StandIn(EventSender, BotEndpoints, OAuthEndpoints, RestEndpoints, GrantBoo
         self.owner = User(id="100000000000000002", username="standin_owner", global_name="Stand-in Owner",
                           email="owner@standin.invalid")
         self.reset()
+        self._restore_state()
 
     @property
     def api_base_url(self) -> str:
@@ -100,7 +113,7 @@ class StandIn(EventSender, BotEndpoints, OAuthEndpoints, RestEndpoints, GrantBoo
     # state set-up
 
     def reset(self) -> None:
-        with self._lock:
+        with self._changing():
             super().reset()
             self._limits.reset()
             self._users: dict[str, User] = {self.owner.id: self.owner}
@@ -117,6 +130,37 @@ class StandIn(EventSender, BotEndpoints, OAuthEndpoints, RestEndpoints, GrantBoo
                                     email="standin_user@standin.invalid",
                                     guilds=[{"id": "100000000000000004", "name": "Stand-in User's server"}])
             self._logged_in = default
+            self._changed()
+
+    # kept state (standin.persist)
+
+    def dump_state(self) -> dict[str, Any]:
+        with self._lock:
+            return dump_saved(app=self.app, signing_seed=key_seed(self._signing_key), owner=self.owner,
+                              users=self._users, logged_in=self._logged_in, guilds=self._guilds,
+                              grants=self._grants, messages=self._messages, last_snowflake=self._last_snowflake)
+
+    def load_state(self, data: dict[str, Any]) -> None:
+        saved = load_saved(data)
+        with self._lock:
+            app = self.app if self._given["app"] else saved.app
+            if not self._given["app"] and self._given["redirect_uris"]:
+                app.redirect_uris = list(self.app.redirect_uris)
+            key, verify_key = self._signing_key, self.app.verify_key
+            if not self._given["signing_seed"] and saved.signing_seed is not None:
+                key, verify_key = new_key_pair(saved.signing_seed)
+            app.verify_key = verify_key
+            self.app, self._signing_key = app, key
+            self.owner = saved.owner
+            self._users = saved.users
+            self._logged_in = saved.logged_in
+            self._guilds, self._channels = saved.guilds, saved.channels
+            self._messages = saved.messages
+            self._last_snowflake = max(self._last_snowflake, saved.last_snowflake)
+            self._codes = {}
+            self._grants = saved.grants
+            self._by_access = {g.access_token: g for g in saved.grants if not g.revoked}
+            self._by_refresh = {g.refresh_token: g for g in saved.grants if not g.revoked and g.refresh_token}
 
     def snowflake(self) -> str:
         with self._lock:
@@ -137,7 +181,7 @@ class StandIn(EventSender, BotEndpoints, OAuthEndpoints, RestEndpoints, GrantBoo
         locale: str = "en-US",
     ) -> User:
         """guilds=None gives the user one server they own, so bot installs work out of the box."""
-        with self._lock:
+        with self._changing():
             user_id = str(id) if id is not None else self.snowflake()
             if user_id in self._users:
                 raise ValueError(f"user {user_id} exists")
@@ -147,6 +191,7 @@ class StandIn(EventSender, BotEndpoints, OAuthEndpoints, RestEndpoints, GrantBoo
                 guilds = [{"name": f"{global_name or username}'s server"}]
             for guild in guilds:
                 self._attach_guild(user, guild)
+            self._changed()
             return user
 
     def _attach_guild(self, user: User, guild: Guild | dict[str, Any] | str) -> None:
@@ -173,6 +218,7 @@ class StandIn(EventSender, BotEndpoints, OAuthEndpoints, RestEndpoints, GrantBoo
             guild = Guild(guild_id, name, owner_id, owner, str(permissions), icon)
             self._register_guild(guild)
             user.guilds.append(guild)
+            self._changed()
             return guild
 
     def _register_guild(self, guild: Guild) -> None:
@@ -201,6 +247,7 @@ class StandIn(EventSender, BotEndpoints, OAuthEndpoints, RestEndpoints, GrantBoo
         self._by_access[grant.access_token] = grant
         if grant.refresh_token:
             self._by_refresh[grant.refresh_token] = grant
+        self._changed()
         return grant
 
     # fault injection and rate limits (standin.discord.ratelimit says how they behave)
@@ -334,7 +381,7 @@ class StandIn(EventSender, BotEndpoints, OAuthEndpoints, RestEndpoints, GrantBoo
             count = int(data.get("count", 1))
             scopes = str(data.get("scopes", "identify guilds"))
             expires_in = data.get("expires_in")
-            with self._lock:
+            with self._changing():
                 fixed = self.user(str(data["user_id"])) if data.get("user_id") else None
                 made = []
                 for _ in range(count):
@@ -353,8 +400,10 @@ class StandIn(EventSender, BotEndpoints, OAuthEndpoints, RestEndpoints, GrantBoo
             url = data["url"]
             if url is not None and not str(url).startswith(("http://", "https://")):
                 raise ValueError("url must be an http(s) URL or null")
-            self.app.event_webhooks_url = None if url is None else str(url)
-            return {"url": self.app.event_webhooks_url}
+            with self._changing():
+                self.app.event_webhooks_url = None if url is None else str(url)
+                self._changed()
+                return {"url": self.app.event_webhooks_url}
         return self._ctl(request, act)
 
     def _ctl_ping(self, request: Request) -> Answer:

@@ -104,3 +104,4 @@ class ApiEndpoints:
         self._by_access.pop(grant.access_token, None)
         if grant.refresh_token:
             self._by_refresh.pop(grant.refresh_token, None)
+        self._changed()

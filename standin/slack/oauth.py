@@ -168,7 +168,7 @@ class OAuthEndpoints:
 
     def _access(self, request: Request) -> Answer:
         args = arguments(request)
-        with self._lock:
+        with self._changing():
             refused = self._client_refusal(request, args)
             if refused:
                 return refused
@@ -213,6 +213,7 @@ class OAuthEndpoints:
         grant.expires_at = time.time() + self.access_token_ttl
         self._by_access[grant.access_token] = grant
         self._by_refresh[grant.refresh_token] = grant
+        self._changed()
         body = {"app_id": self.app.app_id, **self._token_fields(grant),
                 "team": {"id": grant.workspace.id, "name": grant.workspace.name},
                 "enterprise": None, "is_enterprise_install": False}
@@ -237,4 +238,5 @@ class OAuthEndpoints:
         self._by_access[grant.access_token] = grant
         if grant.refresh_token:
             self._by_refresh[grant.refresh_token] = grant
+        self._changed()
         return grant

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import re
 import time
 from typing import Any, Iterable
@@ -12,7 +13,7 @@ from standin.wire import Answer, Request
 
 from .api import ApiEndpoints, status_answer
 from .oauth import OAuthEndpoints
-from .state import DEFAULT_APP, App, Code, Grant, User, Workspace, new_id
+from .state import DEFAULT_APP, App, Code, Grant, User, Workspace, dump_saved, load_saved, new_id
 
 API_PREFIX = "/api"
 AUTHORIZE_PATH = "/oauth/v2/authorize"
@@ -47,7 +48,11 @@ def _domain(name: str) -> str:
 
 
 class StandIn(OAuthEndpoints, ApiEndpoints, GrantBook, ProviderStandIn):
-    """In-process Slack stand-in; every piece of mutable state is behind `_lock`."""
+    """In-process Slack stand-in; every piece of mutable state is behind `_lock`.
+
+    With `state_path` it keeps its app, people, workspaces and tokens in that file across restarts
+    (standin.persist); what the arguments name (`app`, `redirect_uris`, `token_rotation`) wins over the file.
+    """
 
     provider = "Slack"
     page_css = STANDIN_CSS
@@ -62,15 +67,20 @@ class StandIn(OAuthEndpoints, ApiEndpoints, GrantBook, ProviderStandIn):
         redirect_uris: Iterable[str] | None = None,
         token_rotation: bool | None = None,
         access_token_ttl: int = ROTATION_TTL,
+        state_path: str | os.PathLike[str] | None = None,
     ) -> None:
-        super().__init__(host=host, port=port)
+        super().__init__(host=host, port=port, state_path=state_path)
         self.app = app if app is not None else copy.deepcopy(DEFAULT_APP)
         if redirect_uris is not None:
             self.app.redirect_uris = list(redirect_uris)
         if token_rotation is not None:
             self.app.token_rotation = token_rotation
         self.access_token_ttl = access_token_ttl
+        # What the arguments set is not taken from a state file.
+        self._given = {"app": app is not None, "redirect_uris": redirect_uris is not None,
+                       "token_rotation": token_rotation is not None}
         self.reset()
+        self._restore_state()
 
     @property
     def api_base_url(self) -> str:
@@ -84,7 +94,7 @@ class StandIn(OAuthEndpoints, ApiEndpoints, GrantBook, ProviderStandIn):
 
     def reset(self) -> None:
         """Forgets everything but the app: one person, signed in, in two workspaces."""
-        with self._lock:
+        with self._changing():
             super().reset()
             self._workspaces: dict[str, Workspace] = {}
             self._codes: dict[str, Code] = {}
@@ -95,6 +105,32 @@ class StandIn(OAuthEndpoints, ApiEndpoints, GrantBook, ProviderStandIn):
             lab = self.add_workspace(id="T0STANDIN02", name="Stand-in Lab")
             self._logged_in = self.add_user(id="U0STANDIN01", name="standin.user", real_name="Stand-in User",
                                             workspaces=[home, lab])
+            self._changed()
+
+    # kept state (standin.persist)
+
+    def dump_state(self) -> dict[str, Any]:
+        with self._lock:
+            return dump_saved(app=self.app, workspaces=self._workspaces, users=self._users,
+                              logged_in=self._logged_in, grants=self._grants)
+
+    def load_state(self, data: dict[str, Any]) -> None:
+        saved = load_saved(data)
+        with self._lock:
+            app = self.app if self._given["app"] else saved.app
+            if not self._given["app"]:
+                if self._given["redirect_uris"]:
+                    app.redirect_uris = list(self.app.redirect_uris)
+                if self._given["token_rotation"]:
+                    app.token_rotation = self.app.token_rotation
+            self.app = app
+            self._workspaces = saved.workspaces
+            self._users = saved.users
+            self._logged_in = saved.logged_in
+            self._codes = {}
+            self._grants = saved.grants
+            self._by_access = {g.access_token: g for g in saved.grants}
+            self._by_refresh = {g.refresh_token: g for g in saved.grants if g.refresh_token}
 
     def add_workspace(self, id: str | None = None, name: str = "Alice's workspace",
                       domain: str | None = None) -> Workspace:
@@ -104,12 +140,13 @@ class StandIn(OAuthEndpoints, ApiEndpoints, GrantBook, ProviderStandIn):
                 raise ValueError(f"workspace {workspace_id} exists")
             workspace = Workspace(workspace_id, name, domain or _domain(name), new_id("U"), new_id("B"))
             self._workspaces[workspace_id] = workspace
+            self._changed()
             return workspace
 
     def add_user(self, id: str | None = None, name: str = "alice", real_name: str = "Alice",
                  workspaces: Iterable[Workspace | str] | None = None) -> User:
         """workspaces: Workspace objects or ids of existing ones; None gives the person a workspace of their own."""
-        with self._lock:
+        with self._changing():
             user_id = id or new_id("U")
             if user_id in self._users:
                 raise ValueError(f"user {user_id} exists")
@@ -118,6 +155,7 @@ class StandIn(OAuthEndpoints, ApiEndpoints, GrantBook, ProviderStandIn):
             joined = [w if isinstance(w, Workspace) else self.workspace(w) for w in workspaces]
             user = User(user_id, name, real_name, joined)
             self._users[user_id] = user
+            self._changed()
             return user
 
     def workspace(self, workspace_id: str) -> Workspace:
@@ -175,11 +213,12 @@ class StandIn(OAuthEndpoints, ApiEndpoints, GrantBook, ProviderStandIn):
             unknown = set(data) - {"token_rotation", "redirect_uris"}
             if unknown:
                 raise ValueError(f"unknown keys {sorted(unknown)}")
-            with self._lock:
+            with self._changing():
                 if "token_rotation" in data:
                     self.app.token_rotation = bool(data["token_rotation"])
                 if "redirect_uris" in data:
                     self.app.redirect_uris = [str(uri) for uri in data["redirect_uris"]]
+                self._changed()
                 return {"token_rotation": self.app.token_rotation, "redirect_uris": list(self.app.redirect_uris)}
         return self._ctl(request, act)
 

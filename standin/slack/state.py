@@ -4,13 +4,17 @@ Ids and secrets have Slack's shapes (client id ``digits.digits``, 32 lowercase
 hex secrets, ``U…``/``T…``/``B…`` ids, ``xoxb-``/``xoxp-`` tokens, with
 rotation ``xoxe.``-prefixed ones and ``xoxe-1-`` refresh tokens), so that the
 connector's validators and the operator's eye take them as Slack's.
+
+``dump_saved`` and ``load_saved`` are what of it a stand-in with a state path
+keeps across restarts.
 """
 
 from __future__ import annotations
 
 import secrets
 import string
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 ID_ALPHABET = string.ascii_uppercase + string.digits
 TOKEN_ALPHABET = string.ascii_letters + string.digits
@@ -105,3 +109,85 @@ class Grant:
 
     def access_live(self, now: float) -> bool:
         return not self.revoked and (self.expires_at is None or now < self.expires_at)
+
+
+# Kept state (standin.persist): the JSON a stand-in with a state path saves, and what it makes of it again.
+# Codes are not kept (they live ten minutes), nor revoked tokens: after a restart they are unknown, which
+# Slack answers as it answers a revoked one (invalid_auth).
+
+
+@dataclass(eq=False)
+class Saved:
+    """Everything load_saved makes from a section, ready for the stand-in to take over at once."""
+
+    app: App
+    workspaces: dict[str, Workspace]
+    users: dict[str, User]
+    logged_in: User | None
+    grants: list[Grant]
+
+
+def _app_from(data: dict[str, Any]) -> App:
+    """Fields this version does not know are dropped; ones it added since keep their defaults."""
+    known = {f.name for f in fields(App)}
+    app = App(**{key: value for key, value in data.items() if key in known})
+    app.redirect_uris = [str(uri) for uri in app.redirect_uris]
+    app.token_rotation = bool(app.token_rotation)
+    return app
+
+
+def dump_saved(*, app: App, workspaces: dict[str, Workspace], users: dict[str, User], logged_in: User | None,
+               grants: list[Grant]) -> dict[str, Any]:
+    """The stand-in's state as JSON values; it must hold the stand-in's lock meanwhile."""
+    kept = [grant for grant in grants if not grant.revoked]
+    # Whoever a token or the login names is kept too, though a test may have made them without add_user.
+    people = dict(users)
+    for user in [*([logged_in] if logged_in is not None else []), *(grant.user for grant in kept)]:
+        people.setdefault(user.id, user)
+    known = dict(workspaces)
+    for workspace in [*(w for user in people.values() for w in user.workspaces), *(g.workspace for g in kept)]:
+        known.setdefault(workspace.id, workspace)
+    return {
+        "app": asdict(app),
+        "workspaces": [asdict(workspace) for workspace in known.values()],
+        "registered_workspaces": list(workspaces),
+        "users": [{"id": user.id, "name": user.name, "real_name": user.real_name,
+                   "workspaces": [workspace.id for workspace in user.workspaces]} for user in people.values()],
+        "logged_in": logged_in.id if logged_in is not None else None,
+        "grants": [{"kind": grant.kind, "user": grant.user.id, "workspace": grant.workspace.id,
+                    "scopes": list(grant.scopes), "access_token": grant.access_token,
+                    "refresh_token": grant.refresh_token, "expires_at": grant.expires_at}
+                   for grant in kept],
+    }
+
+
+def load_saved(data: dict[str, Any]) -> Saved:
+    """What dump_saved wrote, made again; raises ValueError, KeyError or TypeError for anything else."""
+    known: dict[str, Workspace] = {}
+    for item in data["workspaces"]:
+        workspace = Workspace(str(item["id"]), str(item["name"]), str(item["domain"]), str(item["bot_user_id"]),
+                              str(item["bot_id"]))
+        known[workspace.id] = workspace
+    users: dict[str, User] = {}
+    for item in data["users"]:
+        user = User(str(item["id"]), str(item["name"]), str(item["real_name"]),
+                    [known[str(workspace)] for workspace in item["workspaces"]])
+        users[user.id] = user
+    grants = []
+    for item in data["grants"]:
+        kind = str(item["kind"])
+        if kind not in ("bot", "user"):
+            raise ValueError(f"unknown token kind {kind!r}")
+        expires_at = item["expires_at"]
+        grants.append(Grant(kind, users[str(item["user"])], known[str(item["workspace"])],
+                            tuple(str(scope) for scope in item["scopes"]), str(item["access_token"]),
+                            None if item["refresh_token"] is None else str(item["refresh_token"]),
+                            None if expires_at is None else float(expires_at)))
+    logged_in = data["logged_in"]
+    return Saved(
+        app=_app_from(data["app"]),
+        workspaces={str(workspace): known[str(workspace)] for workspace in data["registered_workspaces"]},
+        users=users,
+        logged_in=users[str(logged_in)] if logged_in is not None else None,
+        grants=grants,
+    )

@@ -1,20 +1,27 @@
 """With DISCORD_EMULATOR on, runserver starts the Discord and Slack stand-ins, which pass Test credentials
-(Discord's public key and events URL too) and say what they are."""
+(Discord's public key and events URL too), say what they are, and keep what they know across restarts."""
 
+import json
 import logging
 import socket
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
+from django.core import mail
 from django.core.management import CommandError
 
 from connectors.config import config_values
-from connectors.models import ConnectorConfig
+from connectors.models import ConnectedAccount, ConnectorConfig
 from connectors.registry import registry
+from connectors.tokens import account_check
+from standin.dev import standin_state_path
 from standin.discord import DEFAULT_APP
 from standin.management.commands.runserver import Command as RunserverCommand
 from standin.slack import DEFAULT_APP as SLACK_APP
 from tests.conftest import SERVICE_ID
-from tests.helpers import connector_settings, runserver
+from tests.helpers import connector_settings, runserver, seed_account
 
 SLACK = "appmixer:slack"
 
@@ -27,8 +34,9 @@ def free_port():
 
 @pytest.fixture
 def emulator(dev_mode):
-    """The settings DISCORD_EMULATOR makes, on free ports."""
+    """The settings DISCORD_EMULATOR makes, on free ports; the stand-ins keep their state in memory."""
     discord, slack = free_port(), free_port()
+    dev_mode.STANDIN_STATE_PATH = None
     dev_mode.DISCORD_EMULATOR = True
     dev_mode.DISCORD_EMULATOR_PORT = discord
     dev_mode.SLACK_EMULATOR_PORT = slack
@@ -119,3 +127,57 @@ def test_a_busy_slack_port_stops_runserver_saying_which_setting_to_change(emulat
 def test_runserver_with_the_stand_in_still_warns_when_connect_would_lead_elsewhere(emulator):
     _, _, err = serve("127.0.0.1:8500")
     assert "serving on 127.0.0.1:8500, but PUBLIC_BASE_URL is http://127.0.0.1:8000" in err
+
+
+def test_the_development_stand_ins_keep_their_state_in_the_repositorys_ignored_standin_folder(settings):
+    assert standin_state_path() == Path(settings.BASE_DIR) / ".standin" / "state.json"
+    ignored = (Path(settings.BASE_DIR) / ".gitignore").read_text().splitlines()
+    assert ".standin/" in ignored
+
+
+def slack_install(port, redirect_url):
+    """The person allows the app on the Slack stand-in, and the site exchanges the code: the bot token."""
+    base = f"http://127.0.0.1:{port}"
+    answer = requests.get(base + "/oauth/v2/authorize/_approve", allow_redirects=False, timeout=5, params={
+        "client_id": SLACK_APP.client_id, "scope": "chat:write", "redirect_uri": redirect_url, "action": "authorize"})
+    code = parse_qs(urlsplit(answer.headers["Location"]).query)["code"][0]
+    body = requests.post(base + "/api/oauth.v2.access", auth=(SLACK_APP.client_id, SLACK_APP.client_secret),
+                         data={"code": code, "redirect_uri": redirect_url}, timeout=5).json()
+    assert body["ok"], body
+    return body
+
+
+def test_after_a_restart_check_the_grant_leaves_every_account_active(emulator, alice, tmp_path):
+    """The issue: restarting `make run` made the stand-ins forget their grants, so Check the grant marked
+    every account and mailed every person."""
+    emulator.STANDIN_STATE_PATH = tmp_path / ".standin" / "state.json"
+    installed = {}
+
+    def connect_slack():
+        installed.update(slack_install(emulator.SLACK_EMULATOR_PORT, registry.get(SLACK).redirect_url()))
+
+    command, out, _ = serve(while_serving=connect_slack)
+    assert f"They keep their people, grants and keys in {emulator.STANDIN_STATE_PATH}" in out
+    assert command.standins["discord"].state_path == command.standins["slack"].state_path == (
+        emulator.STANDIN_STATE_PATH)
+    # Accounts the site holds: a Discord one, one whose access token lapsed (its refresh token must still
+    # work), and the Slack one just connected.
+    discord = command.standins["discord"]
+    fresh = seed_account(discord, alice, expires_in=3600)
+    lapsed = seed_account(discord, alice, expires_in=-60)
+    slack = ConnectedAccount.objects.create(user=alice, service_id=SLACK, uid=installed["authed_user"]["id"],
+                                            access_token=installed["access_token"], scopes="chat:write")
+    assert set(json.loads(emulator.STANDIN_STATE_PATH.read_text())) == {"version", "discord", "slack"}
+
+    checked = []
+
+    def check_the_grant():
+        for account in (fresh, lapsed, slack):
+            checked.append(account_check(ConnectedAccount.objects.get(pk=account.pk)))
+
+    again, _, _ = serve(while_serving=check_the_grant)
+    assert len(checked) == 3
+    accounts = ConnectedAccount.objects.filter(pk__in=[fresh.pk, lapsed.pk, slack.pk])
+    assert {account.status for account in accounts} == {ConnectedAccount.Status.ACTIVE}
+    assert mail.outbox == []
+    assert again.standins["discord"].access_token_valid(ConnectedAccount.objects.get(pk=lapsed.pk).access_token)

@@ -3,23 +3,25 @@ from django.core.management import CommandError
 from connectors.audit import command_done
 from connectors.management.commands.runserver import Command as RunserverCommand
 
-from ...dev import WIRINGS, standin_start
+from ...dev import WIRINGS, standin_start, standin_state_path
 
 
 class Command(RunserverCommand):
     help = (
         "Django's development server with the local provider stand-ins beside it (DISCORD_EMULATOR "
-        "is on): it starts the Discord and the Slack stand-in and stores their credentials under "
-        "appmixer:discord and appmixer:slack."
+        "is on): it starts the Discord and the Slack stand-in, which keep their people, grants and keys "
+        "in .standin/state.json across restarts, and stores their credentials under appmixer:discord and "
+        "appmixer:slack."
     )
 
     def inner_run(self, *args, **options):
         # inner_run is the serving process (the autoreloader's child), so the
         # stand-ins start exactly once, beside the code they serve.
         self.standins = {}
+        state_path = standin_state_path()
         for provider, wiring in WIRINGS.items():
             try:
-                standin, changed = standin_start(provider=provider)
+                standin, changed = standin_start(provider=provider, state_path=state_path)
             except OSError as error:
                 self.stop_standins()
                 raise CommandError(
@@ -35,6 +37,11 @@ class Command(RunserverCommand):
         for provider, standin in self.standins.items():
             self.stdout.write(f"  {standin.provider} stand-in at {standin.base_url}; "
                               f"{WIRINGS[provider].service_id} holds its credentials.")
+        if state_path:
+            self.stdout.write(f"  They keep their people, grants and keys in {state_path} "
+                              "(delete it to start afresh).")
+        else:
+            self.stdout.write("  They keep their state in memory only (STANDIN_STATE_PATH is None).")
         super().inner_run(*args, **options)
 
     def stop_standins(self):
