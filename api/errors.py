@@ -14,6 +14,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from connectors.cache import CACHE_ERRORS
 from connectors.checks import UNREADABLE_MESSAGE
 from connectors.exceptions import (
     CircuitOpen,
@@ -23,6 +24,7 @@ from connectors.exceptions import (
     ProviderError,
     ProviderUnavailable,
     RateLimited,
+    ServiceUnavailable,
 )
 
 logger = logging.getLogger("api")
@@ -64,10 +66,14 @@ def api_exception_handler(exc, context):
         )
     if isinstance(exc, ProviderError):
         return Response(error_body("provider_error", str(exc)), status=status.HTTP_502_BAD_GATEWAY)
+    if isinstance(exc, ServiceUnavailable):
+        return _ours(str(exc), exc.retry_after)
+    if isinstance(exc, CACHE_ERRORS):
+        logger.error("our own infrastructure failed during an API call (%s)", type(exc).__name__)
+        return _ours("The service cannot reach its database or cache at the moment; nothing was done.")
     if isinstance(exc, ConnectorError):
-        # The connector lacks a value, or a refreshed pair could not be stored:
-        # nothing the caller did, nothing it can fix.
-        return Response(error_body("service_unavailable", str(exc)), status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        # The connector lacks a value: nothing the caller did, nothing it can fix.
+        return _ours(str(exc))
     if isinstance(exc, ObjectDoesNotExist):
         exc = exceptions.NotFound("No such account.")
     response = drf_exception_handler(exc, context)
@@ -83,6 +89,16 @@ def _unavailable(error):
     wait = DEFAULT_RETRY_AFTER if retry_after is None else max(1, math.ceil(retry_after))
     response = Response(error_body("provider_unavailable", str(error)), status=status.HTTP_503_SERVICE_UNAVAILABLE)
     response["Retry-After"] = str(wait)
+    return response
+
+
+def _ours(message, retry_after=ServiceUnavailable.DEFAULT_RETRY_AFTER):
+    """Our own failure (cache, database, configuration), never reported as the provider's.
+
+    CACHE_ERRORS holds the database's errors too: the database cache raises them.
+    """
+    response = Response(error_body("service_unavailable", message), status=status.HTTP_503_SERVICE_UNAVAILABLE)
+    response["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return response
 
 

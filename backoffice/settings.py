@@ -112,6 +112,9 @@ CONNECTORS = {
 DISCORD_EMULATOR = env.bool("DISCORD_EMULATOR", default=False)
 DISCORD_EMULATOR_PORT = env.int("DISCORD_EMULATOR_PORT", default=8001)
 SLACK_EMULATOR_PORT = env.int("SLACK_EMULATOR_PORT", default=8002)
+# Where runserver's stand-ins keep their people, grants and keys, so that a
+# restart of `make run` leaves connected accounts working (None: memory only).
+STANDIN_STATE_PATH = BASE_DIR / ".standin" / "state.json"
 if DISCORD_EMULATOR:
     if not DEBUG:
         raise ImproperlyConfigured(
@@ -144,10 +147,19 @@ REQUEST_MAX_WAIT = env.float("REQUEST_MAX_WAIT", default=5.0)
 # web server's worker timeout (gunicorn: 30 s), since refreshes also run
 # inside web requests.
 TOKEN_REFRESH_TIMEOUT = env.float("TOKEN_REFRESH_TIMEOUT", default=20.0)
+# Seconds during which what a provider has answered (a refreshed pair, a
+# grant to revoke) is written again after a database error, on a fresh
+# connection each time, before it is given up as LOST. Keep it below the web
+# server's worker timeout less TOKEN_REFRESH_TIMEOUT (gunicorn: 30 - 20 = 10).
+TOKEN_STORE_RETRY_FOR = env.float("TOKEN_STORE_RETRY_FOR", default=10.0)
 # After this many refreshes in a row time out or fail with a 5xx, refreshes
 # of that connector pause everywhere for REFRESH_BREAKER_COOLDOWN seconds.
 REFRESH_BREAKER_THRESHOLD = env.int("REFRESH_BREAKER_THRESHOLD", default=3)
 REFRESH_BREAKER_COOLDOWN = env.int("REFRESH_BREAKER_COOLDOWN", default=60)
+# At most this many accounts of one connector are marked needs-reconnect by
+# refused refreshes and grant checks within 10 minutes; beyond it the marks are
+# held for an operator to confirm or dismiss (connectors.brake).
+MARK_BRAKE = env.int("MARK_BRAKE", default=25)
 
 # The HTTP API for other services (the api app): each service key may make
 # this many calls, counted in the shared cache: "600/min", "20/s", "10000/h".
@@ -237,6 +249,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "connectors.middleware.BoundedWaits",
     "connectors.middleware.UnreadableConfiguration",
+    "connectors.middleware.OwnFaults",
     "connectors.middleware.NotAllowedPage",
 ]
 
@@ -346,6 +359,9 @@ DEFAULT_EXCEPTION_REPORTER_FILTER = "connectors.debug.SecretsFilter"
 # unset, mails are printed on the console.
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="backoffice@localhost")
+# Seconds a mail server may take: a mail is sent within the request that
+# caused it (an event must be answered within the provider's few seconds).
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=2.0)
 
 # Login throttling (django-axes). LOGIN_FAILURE_LIMIT failed sign-ins for one
 # username from one client address, each within the cool-off of the one

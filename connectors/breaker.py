@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from django.conf import settings
 from django.core.cache import caches
 
+from .cache import after_answer, before_call
 from .exceptions import CircuitOpen, ProviderError, ProviderUnavailable, RateLimited
 
 logger = logging.getLogger("connectors.breaker")
@@ -103,18 +104,22 @@ class Breaker:
         A rate limit says nothing of the provider's health; any other answer
         in time closes the count, a timeout or 5xx adds to it.
         """
-        self.check(connector_name)
+        with before_call("the refresh breaker"):
+            self.check(connector_name)
         try:
             yield
         except RateLimited:
             raise
         except ProviderUnavailable:
-            self.failed()
+            with after_answer("counting a fault for the refresh breaker"):
+                self.failed()
             raise
         except ProviderError:
-            self.succeeded()
+            with after_answer("the refresh breaker's bookkeeping"):
+                self.succeeded()
             raise
-        self.succeeded()
+        with after_answer("the refresh breaker's bookkeeping"):
+            self.succeeded()
 
     def succeeded(self):
         """An answer in time: the count of faults in a row starts again."""
@@ -154,7 +159,10 @@ def pause_notices():
     breakers = [(connector, Breaker(connector.service_id)) for connector in registry]
     if not breakers:
         return []
-    known = breakers[0][1].cache.get_many([breaker._key("until") for _, breaker in breakers])
+    known = {}
+    # A page that only shows notices still renders while the cache is down.
+    with after_answer("reading whether refreshes are paused"):
+        known = breakers[0][1].cache.get_many([breaker._key("until") for _, breaker in breakers])
     notices = []
     for connector, breaker in breakers:
         until = known.get(breaker._key("until"), 0.0)

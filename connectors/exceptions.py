@@ -77,12 +77,56 @@ class Unauthorized(ProviderRejected):
     """A token or the client credentials were not accepted."""
 
 
+class CredentialsRefused(Unauthorized):
+    """The provider refused the app's own credentials (invalid_client): the connector is at fault, no account."""
+
+
+class NothingToRefresh(ConnectorError):
+    """The account holds no refresh token (a token that does not expire): there is nothing to refresh."""
+
+
 class InvalidGrant(ProviderRejected):
     """The code or refresh token is bad, used, expired or revoked."""
 
 
-class RefreshNotStored(ConnectorError):
+class ServiceUnavailable(ConnectorError):
+    """Our own infrastructure (the shared cache, the database) failed, not the provider.
+
+    Never a ProviderError: a caller must not be told that the provider failed
+    when we did. Raised before a call, it means nothing was sent.
+    """
+
+    # Seconds to suggest before trying again: a blip of ours is short.
+    DEFAULT_RETRY_AFTER = 10
+
+    def __init__(self, message, retry_after=None):
+        super().__init__(message)
+        self.retry_after = self.DEFAULT_RETRY_AFTER if retry_after is None else retry_after
+
+
+class RefreshNotStored(ServiceUnavailable):
     """The provider rotated the tokens, but the database would not take the new pair."""
+
+
+class MarkHeld(ServiceUnavailable):
+    """The brake on mass marking held this account's needs-reconnect back (connectors.brake).
+
+    Too many accounts of one connector were refused within a few minutes:
+    the provider, or a setting of ours, may be at fault rather than the
+    people. The account keeps its status until an operator confirms the
+    mark or dismisses it; meanwhile it is not refreshed.
+    """
+
+    # Seconds to suggest: the brake's window (connectors.brake.MARK_BRAKE_WINDOW).
+    DEFAULT_RETRY_AFTER = 600
+    MESSAGE = (
+        "This account is being checked: the provider refused many accounts at once, and the "
+        "operator is confirming whether this one must be reconnected. Try again later."
+    )
+
+    def __init__(self, message=None, retry_after=None, account_id=None):
+        super().__init__(message or self.MESSAGE, retry_after)
+        self.account_id = account_id
 
 
 class FlowError(ConnectorError):

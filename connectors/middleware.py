@@ -7,10 +7,13 @@ from urllib.parse import urlsplit
 
 from csp.middleware import CSPMiddleware
 from django.conf import settings
+from django.db import DatabaseError
+from django.http import HttpResponse
 from django.shortcuts import render
 
+from .cache import CACHE_ERRORS, UNREACHABLE
 from .checks import UNREADABLE_MESSAGE
-from .exceptions import EncryptionKeyError, RateLimited
+from .exceptions import EncryptionKeyError, RateLimited, ServiceUnavailable
 from .ratelimit import waits_within
 from .registry import registry
 
@@ -67,6 +70,44 @@ class UnreadableConfiguration:
             return None
         logger.error("connectors.E001: %s (%s)", UNREADABLE_MESSAGE, request.path)
         return render(request, "connectors/unreadable.html", status=503)
+
+
+class OwnFaults:
+    """Our own cache or database failing: our 503 page with Retry-After, never a 500.
+
+    The person hears that this site, not the provider, is at fault, and
+    that nothing was done; the log says what failed, for the operator.
+    """
+
+    DATABASE_MESSAGE = "This site cannot reach its database at the moment, so nothing was done."
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        wait = ServiceUnavailable.DEFAULT_RETRY_AFTER
+        if isinstance(exception, ServiceUnavailable):
+            message, wait = str(exception), exception.retry_after
+        elif isinstance(exception, DatabaseError):
+            message = self.DATABASE_MESSAGE
+        elif isinstance(exception, CACHE_ERRORS):
+            message = UNREACHABLE
+        else:
+            return None
+        logger.error("%s %s: our own infrastructure failed (%s)", request.method, request.path,
+                     type(exception).__name__)
+        wait = max(1, round(wait))
+        try:
+            # The page asks for the user, whose session lives in the database that may be down.
+            response = render(request, "connectors/outage.html", {"message": message, "wait": wait}, status=503)
+        except DatabaseError:
+            response = HttpResponse(f"{message} Please try again in {wait} seconds.", status=503,
+                                    content_type="text/plain; charset=utf-8")
+        response["Retry-After"] = str(wait)
+        return response
 
 
 class NotAllowedPage:

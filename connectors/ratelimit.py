@@ -60,6 +60,27 @@ HELD_MAX_WAIT = 5.0
 
 _held = contextvars.ContextVar("connectors_pace_held", default=False)
 _deadline = contextvars.ContextVar("connectors_pace_deadline", default=None)
+_unpaced = contextvars.ContextVar("connectors_pace_skipped", default=False)
+
+
+@contextmanager
+def unpaced():
+    """Requests inside go without the shared pace: neither a permit nor the answer's bookkeeping.
+
+    For one request that must not depend on the cache: the revocation of a
+    grant we could not store, often because the cache or the database has
+    just failed. A single request cannot break a provider's rate limit; a
+    429 to it is a failed revocation like any other.
+    """
+    token = _unpaced.set(True)
+    try:
+        yield
+    finally:
+        _unpaced.reset(token)
+
+
+def is_unpaced():
+    return _unpaced.get()
 
 
 @contextmanager

@@ -21,7 +21,8 @@ from requests.adapters import HTTPAdapter
 
 from connectors.base import typed_answer
 from connectors.exceptions import ProviderUnavailable
-from connectors.ratelimit import Limits, Pace, is_held
+from connectors.cache import after_answer, before_call
+from connectors.ratelimit import Limits, Pace, is_held, is_unpaced
 
 USER_AGENT = "DiscordBot (https://github.com/backoffice/backoffice, 1.0)"
 
@@ -128,22 +129,28 @@ class RateLimitAdapter(HTTPAdapter):
         self.max_wait = max_wait
 
     def send(self, request, **kwargs):
+        if is_unpaced():
+            return super().send(request, **kwargs)
         route, scope = route_and_scope(request)
         shared = is_shared(request)
         for attempt in range(self.max_retries_429 + 1):
-            permit = self.pace.acquire(route, scope, max_wait=self.max_wait, shared=shared)
+            with before_call("the rate-limit pace"):
+                permit = self.pace.acquire(route, scope, max_wait=self.max_wait, shared=shared)
             try:
                 response = super().send(request, **kwargs)
             except BaseException:
-                self.pace.release(permit)
+                with after_answer("releasing a rate-limit permit"):
+                    self.pace.release(permit)
                 raise
             limits = limits_of(response)
             if response.status_code != 429:
-                self.pace.observe(permit, limits)
+                with after_answer("the rate-limit pace's bookkeeping"):
+                    self.pace.observe(permit, limits)
                 return response
-            self.pace.refused(
-                permit, limits, retry_after=retry_after(response), is_global=is_global(response)
-            )
+            with after_answer("the rate-limit pace's bookkeeping"):
+                self.pace.refused(
+                    permit, limits, retry_after=retry_after(response), is_global=is_global(response)
+                )
             if attempt == self.max_retries_429 or is_held():
                 return response
             response.close()
