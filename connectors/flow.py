@@ -14,10 +14,11 @@ from django.db import connection, transaction
 from django.views.decorators.debug import sensitive_variables
 from oauthlib.oauth2 import WebApplicationClient
 
-from .accounts import account_connect, grant_revoke
-from .config import config_client_values
-from .exceptions import AccessDenied, AuthorizationFailed, ProviderError, StateMismatch
+from .accounts import account_connect
+from .config import config_client_values, credentials_accepted, credentials_refused_note
+from .exceptions import AccessDenied, AuthorizationFailed, CredentialsRefused, StateMismatch
 from .oauth import oauth_session, provider_call
+from .revocations import grant_revoke_unstored
 
 logger = logging.getLogger("connectors.flow")
 
@@ -136,24 +137,31 @@ def flow_finish(session, *, user, connector, params):
                 client_secret=values["clientSecret"],
                 timeout=connector.http_timeout,
             )
-    except ProviderError:
+    except BaseException as failure:
+        if isinstance(failure, CredentialsRefused):
+            _credentials_refused(connector, failure)
+        # Whatever failed, a 2xx answer may already hold a live grant.
         answered = _answered_tokens(oauth)
         if answered is not None:
-            grant_revoke(connector=connector, tokens=answered, values=values, what=UNSTORED)
+            grant_revoke_unstored(connector=connector, tokens=answered, values=values, what=UNSTORED)
         raise
+    credentials_accepted(connector)
+    uid = ""
     try:
         profile = connector.profile(token, values)
+        uid = profile.get("uid", "") if isinstance(profile, dict) else ""
         server = connector.server_from_token(token, params=params, values=values)
         result = account_connect(
             user=user, connector=connector, token=token, profile=profile, server=server
         )
     except BaseException:
         # Nothing may stay live at the provider that is not stored here.
-        grant_revoke(connector=connector, tokens=token, values=values, what=UNSTORED)
+        grant_revoke_unstored(connector=connector, tokens=token, uid=uid, values=values, what=UNSTORED)
         raise
     if result.replaced is not None:
-        grant_revoke(
-            connector=connector, tokens=result.replaced, values=values,
+        # This token only: whatever else the person granted (the new grant) lives on.
+        grant_revoke_unstored(
+            connector=connector, tokens=result.replaced, uid=result.account.uid, values=values,
             what="the grant this connection replaced",
         )
     logger.info(
@@ -164,6 +172,13 @@ def flow_finish(session, *, user, connector, params):
         f" (added to {connector.server_noun} {server['id']})" if server else "",
     )
     return result, entry["next"]
+
+
+def _credentials_refused(connector, error):
+    """The app's own credentials refused at the exchange: flag the connector (once), blame no one's account."""
+    if credentials_refused_note(connector, error):
+        logger.error("%s refused the client credentials at a code exchange: %s; correct them in the admin",
+                     connector.name, error)
 
 
 @sensitive_variables("answer", "body")

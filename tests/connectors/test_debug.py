@@ -73,7 +73,9 @@ def test_an_error_while_the_token_answer_is_parsed_shows_no_secret_or_token(
 
     response = finish(debug_client, callback)
 
-    [grant] = standin.grants  # issued, and unknown to us: the error came before we read it
+    # Issued, unknown to us (the error came before we read it), and revoked all the same.
+    [grant] = standin._grants
+    assert not standin.access_token_valid(grant.access_token)
     page = assert_debug_page_without(
         response, callback_secrets(callback) | {grant.access_token, grant.refresh_token}
     )
