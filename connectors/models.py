@@ -12,6 +12,11 @@ class ConnectorConfig(models.Model):
     service_id = models.CharField(max_length=100, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Set when the provider refused the app's own credentials (invalid_client):
+    # no account is at fault then, and none is marked. Cleared by the next
+    # accepted token call, a green Test credentials or a changed secret.
+    credentials_refused_at = models.DateTimeField(null=True, blank=True)
+    credentials_refused = models.CharField("the provider's words", max_length=300, blank=True)
 
     class Meta:
         ordering = ["service_id"]
@@ -70,6 +75,18 @@ class ConnectedAccount(models.Model):
     )
     status_reason = models.CharField(max_length=300, blank=True)
     status_changed_at = models.DateTimeField(null=True, blank=True)
+
+    class MarkedBy(models.TextChoices):
+        REFRESH = "refresh", "a refused refresh"
+        CHECK = "check", "a refused grant check"
+        EVENT = "event", "the provider's event"
+
+    # What marked it needs-reconnect (empty while active): the brake on mass
+    # marking counts the refusals, never the person's own removal of the app.
+    marked_by = models.CharField(max_length=10, choices=MarkedBy.choices, blank=True)
+    # The last connect or reconnect: an event about the grant older than this
+    # speaks of a grant that is gone, not of this one.
+    connected_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=300, blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
     refreshed_at = models.DateTimeField(null=True, blank=True)
@@ -164,3 +181,76 @@ def rows_by_pk(queryset, fields, *, batch_size):
             return
         yield from rows
         last = rows[-1][at]
+
+
+class PendingRevocation(models.Model):
+    """A grant the provider gave us that could neither be stored nor revoked: kept to revoke again.
+
+    Written and read only by ``connectors.revocations``; the tokens are
+    encrypted like an account's, and no page ever shows them.
+    """
+
+    service_id = models.CharField(max_length=100)
+    uid = models.CharField("provider user id", max_length=64, blank=True)
+    what = models.CharField(max_length=100)
+    # Connector.revoke's scope: "token" (an unstored or replaced grant) or "grant" (a disconnect).
+    scope = models.CharField(max_length=10, default="token")
+    access_token = EncryptedTextField(blank=True)
+    refresh_token = EncryptedTextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        verbose_name = "pending revocation"
+
+    def __str__(self):
+        return f"{self.what} of {self.service_id} user {self.uid or 'unknown'}"
+
+
+class EventDelivery(models.Model):
+    """A provider's event already taken: the same delivery again changes nothing.
+
+    Kept for EVENT_MEMORY (connectors.events), longer than a provider goes
+    on retrying, and longer than a signature stays fresh.
+    """
+
+    service_id = models.CharField(max_length=100)
+    # The provider's event id where it gives one, else the SHA-256 of the signature.
+    key = models.CharField(max_length=128)
+    received_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["service_id", "key"], name="event_delivery_unique"),
+        ]
+        verbose_name = "event delivery"
+
+    def __str__(self):
+        return f"{self.service_id} {self.key}"
+
+
+class HeldMark(models.Model):
+    """A needs-reconnect the brake held back: too many accounts of one connector refused at once.
+
+    The account keeps its status meanwhile; an operator confirms (the mark
+    is applied) or dismisses (it is dropped) once they know whether the
+    provider, or a setting, was at fault.
+    """
+
+    account = models.OneToOneField(ConnectedAccount, on_delete=models.CASCADE, related_name="held_mark")
+    service_id = models.CharField(max_length=100, db_index=True)
+    reason = models.CharField(max_length=300)
+    # The provider's words, as the refusal gave them.
+    error = models.CharField(max_length=300, blank=True)
+    marked_by = models.CharField(max_length=10, choices=ConnectedAccount.MarkedBy.choices)
+    held_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["held_at", "pk"]
+        verbose_name = "held mark"
+
+    def __str__(self):
+        return f"{self.account} held: {self.reason}"

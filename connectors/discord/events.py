@@ -3,11 +3,16 @@
 Discord signs the timestamp followed by the raw body with the application's
 Ed25519 key and disables an endpoint that accepts a bad signature; a
 delivery older than five minutes is refused too, so that a captured one
-cannot be replayed later.
+cannot be replayed later. Within those five minutes the framework takes a
+delivery once: its events carry no id, so the signature tells one delivery
+from another; the event's time (the body's ``event.timestamp``) tells an
+event older than a reconnect.
 """
 
+import hashlib
 import json
 import time
+from datetime import datetime, timezone
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -45,15 +50,45 @@ def event_verify(headers, body, public_key, *, now=None):
         raise EventRefused("The signature does not match the public key.") from None
 
 
-def event_read(body):
+def event_key(headers):
+    """The SHA-256 of the signature's 64 bytes: Discord's events carry no id.
+
+    The bytes, not the header's text: the same signature written in capitals
+    verifies too, and must not pass for another delivery.
+    """
+    return hashlib.sha256(_hex(headers.get("X-Signature-Ed25519"), 128) or b"").hexdigest()
+
+
+def _when(value):
+    """An ISO 8601 time as an aware datetime (UTC when it names no offset); None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+def _signed_at(headers):
+    stamp = headers.get("X-Signature-Timestamp") or ""
+    try:
+        return datetime.fromtimestamp(int(stamp), tz=timezone.utc) if stamp.isdigit() else None
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def event_read(headers, body):
+    """The event a verified delivery carries, timed by the body's ``event.timestamp``, else the signed header."""
+    signed_at = _signed_at(headers)
     try:
         payload = json.loads(body)
     except ValueError:
-        return ProviderEvent("other", name="(not JSON)")
+        return ProviderEvent("other", name="(not JSON)", time=signed_at)
     if not isinstance(payload, dict):
-        return ProviderEvent("other", name="(not an object)")
+        return ProviderEvent("other", name="(not an object)", time=signed_at)
     if payload.get("type") == 0:
-        return ProviderEvent("ping", name="PING")
+        return ProviderEvent("ping", name="PING", time=signed_at)
     event = payload.get("event") if isinstance(payload.get("event"), dict) else {}
     name = event.get("type") if isinstance(event.get("type"), str) else "(unnamed)"
     data = event.get("data") if isinstance(event.get("data"), dict) else {}
@@ -61,4 +96,7 @@ def event_read(body):
     uid = user.get("id")
     uids = (uid,) if isinstance(uid, str) and uid.isdigit() else ()
     kind = KINDS.get(name, "other")
-    return ProviderEvent(kind if uids or kind == "other" else "other", uids=uids, name=name[:60])
+    return ProviderEvent(
+        kind if uids or kind == "other" else "other", uids=uids, name=name[:60],
+        time=_when(event.get("timestamp")) or signed_at,
+    )
