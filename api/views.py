@@ -95,7 +95,11 @@ class AccountTokenView(APIView):
             200: TokenSerializer,
             404: error("No account has that id."),
             409: error("Only the user can renew the grant: they must reconnect the account (code needs_reconnect)."),
-            503: error("The provider is unavailable or rate limited; Retry-After says when to try again."),
+            503: error(
+                "The provider is unavailable or rate limited (provider_unavailable), our side failed, or the "
+                "account is being checked after a mass refusal and needs a refresh (service_unavailable, "
+                "Retry-After 600); Retry-After says when to try again."
+            ),
             **COMMON_ERRORS,
         },
         parameters=[OpenApiParameter("account_id", int, OpenApiParameter.PATH, description="The account's id.")],
