@@ -1,19 +1,20 @@
 """Stored accounts: connect (create or update), disconnect (revoke, then delete)."""
 
 import logging
-import re
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import EmailField, URLField
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from .config import config_values
-from .exceptions import ConnectorError, ProviderError
-from .models import AccountServer, ConnectedAccount
+from .brake import BRAKED, Mark, brake_engaged, mark_dropped, mark_hold
+from .base import REVOKE_GRANT
+from .columns import UNSAFE, column_text, refused
+from .exceptions import ProviderError
+from .models import AccountServer, ConnectedAccount, HeldMark
+from .revocations import grant_revoke_unstored
 from .signals import account_connected, account_disconnected, account_needs_reconnect, send_after_commit
 
 logger = logging.getLogger("connectors.accounts")
@@ -29,10 +30,15 @@ PAGE_SERVER_FIELDS = ("account_id", "server_id", "name", "permissions", "permiss
 def accounts_of(user):
     """``user``'s accounts, newest first, each with its servers in ``server_list``; no token is read.
 
-    Two plain queries: Django's prefetch machinery cost the accounts page
-    more than both of them.
+    Each says in ``held`` whether the brake on mass marking holds its mark
+    (connectors.brake: the page says "being checked"). Two plain queries:
+    Django's prefetch machinery cost the accounts page more than both of them.
     """
-    accounts = list(ConnectedAccount.objects.filter(user=user).only(*PAGE_ACCOUNT_FIELDS))
+    accounts = list(
+        ConnectedAccount.objects.filter(user=user)
+        .only(*PAGE_ACCOUNT_FIELDS)
+        .annotate(held=Exists(HeldMark.objects.filter(account_id=OuterRef("pk"))))
+    )
     by_id = {}
     for account in accounts:
         account.server_list = []
@@ -56,37 +62,6 @@ class ConnectResult:
 # assumed for a refreshed token whose answer gave an odd one.
 MAX_EXPIRES_IN = 10 * 365 * 86400
 ODD_EXPIRES_IN = 3600
-# Characters that may not reach a column: controls (NUL among them) and the
-# lone surrogates a JSON answer can carry but no database encoding takes.
-UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
-def _refused(what):
-    return ProviderError(f"The provider sent an answer that cannot be stored ({what}).")
-
-
-def column_text(model, name, value, *, required=False):
-    """A provider's value made safe for ``model.name``: text, no control characters, cut to fit.
-
-    None is empty; any other type than text is refused, as is an empty
-    ``required`` value. Nothing a provider sends then fails an insert.
-    """
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        raise _refused(f"{name} is not text")
-    value = UNSAFE.sub("", value).strip()
-    field = model._meta.get_field(name)
-    if field.max_length:
-        value = value[: field.max_length]
-    if required and not value:
-        raise _refused(f"{name} is empty")
-    if value and isinstance(field, (EmailField, URLField)):
-        try:
-            field.run_validators(value)
-        except ValidationError:
-            value = ""
-    return value
 
 
 @sensitive_variables("token", "fields", "access_token", "refresh_token")
@@ -101,10 +76,10 @@ def token_fields(token, *, now, lenient=False):
     fields = {}
     access_token = token.get("access_token")
     if not isinstance(access_token, str) or not access_token or UNSAFE.search(access_token):
-        raise _refused("no usable access_token")
+        raise refused("no usable access_token")
     refresh_token = token.get("refresh_token") or ""
     if not isinstance(refresh_token, str) or UNSAFE.search(refresh_token):
-        raise _refused("refresh_token is not usable")
+        raise refused("refresh_token is not usable")
     fields["access_token"], fields["refresh_token"] = access_token, refresh_token
     try:
         fields["expires_at"] = _expires_at(token.get("expires_in"), now)
@@ -127,9 +102,9 @@ def _expires_at(expires_in, now):
     try:
         expires_in = int(expires_in)
     except (TypeError, ValueError, OverflowError):
-        raise _refused("expires_in is not a number") from None
+        raise refused("expires_in is not a number") from None
     if not 0 < expires_in <= MAX_EXPIRES_IN:
-        raise _refused("expires_in is out of range")
+        raise refused("expires_in is out of range")
     return now + timedelta(seconds=expires_in)
 
 
@@ -139,7 +114,7 @@ def _scopes(scope):
     if isinstance(scope, str):
         return scope.split()
     if not isinstance(scope, list) or not all(isinstance(item, str) for item in scope):
-        raise _refused("scope is not a list of scopes")
+        raise refused("scope is not a list of scopes")
     return scope
 
 
@@ -158,7 +133,7 @@ def server_fields(server):
     granted = server.get("permissions_granted") is True
     token = server.get("token")
     if not (token is None or isinstance(token, str)):
-        raise _refused("the server's token is not text")
+        raise refused("the server's token is not text")
     return {
         "token": token or "",
         "server_id": column_text(AccountServer, "server_id", server.get("id"), required=True),
@@ -219,6 +194,8 @@ def account_connect(*, user, connector, token, profile, server=None):
             status=ConnectedAccount.Status.ACTIVE,
             status_reason="",
             status_changed_at=now,
+            marked_by="",
+            connected_at=now,
             last_error="",
             last_error_at=None,
             refreshed_at=None,
@@ -238,41 +215,18 @@ def account_connect(*, user, connector, token, profile, server=None):
     return ConnectResult(account=account, server=stored_server, replaced=replaced)
 
 
-@sensitive_variables("values", "tokens", "access", "refresh")
-def grant_revoke(*, connector, tokens, values=None, what):
-    """Revoke a grant at the provider; whether the provider confirmed it.
-
-    ``tokens`` is an account or a token answer (a dict); ``values`` the
-    connector's configuration, read when not given. A failure is logged,
-    naming ``what``, never raised: the caller goes on, and tells the person.
-    """
-    if isinstance(tokens, dict):
-        access, refresh = tokens.get("access_token"), tokens.get("refresh_token")
-    else:
-        access, refresh = tokens.access_token, tokens.refresh_token
-    access = access if isinstance(access, str) else ""
-    refresh = refresh if isinstance(refresh, str) else ""
-    if not (access or refresh):
-        return False
-    try:
-        values = config_values(connector.service_id) if values is None else values
-        connector.revoke(ConnectedAccount(access_token=access, refresh_token=refresh), values)
-    except ConnectorError as error:
-        logger.warning("could not revoke %s at %s: %s", what, connector.name, error)
-        return False
-    logger.info("revoked %s at %s", what, connector.name)
-    return True
-
-
 def account_disconnect(*, account, connector):
-    """Revoke the grant at the provider, then delete the account whatever happened.
+    """Revoke the person's whole grant at the provider, then delete the account whatever happened.
 
     Returns whether the provider confirmed the revocation; the caller tells
-    the person when it did not, since the grant may live on there.
+    the person when it did not. A revocation that failed is kept and tried
+    again (connectors.revocations): nothing stays live there once it is not
+    stored here.
     """
     uid, user_id, account_id = account.uid, account.user_id, account.pk
-    revoked = grant_revoke(
-        connector=connector, tokens=account, what=f"{connector.name} account {uid} of user {user_id}"
+    revoked = grant_revoke_unstored(
+        connector=connector, tokens=account, uid=uid, scope=REVOKE_GRANT,
+        what=f"the disconnected account of user {user_id}",
     )
     with transaction.atomic():
         deleted, _ = ConnectedAccount.objects.filter(pk=account_id).delete()
@@ -283,31 +237,46 @@ def account_disconnect(*, account, connector):
     return revoked
 
 
-def needs_reconnect(account, *, connector, reason, error, now=None):
-    """Mark ``account`` (its row locked by the caller) as needing a reconnect, ``error`` noted.
+def needs_reconnect(account, *, connector, reason, error, marked_by, now=None, counted=True):
+    """Mark ``account`` (its row locked by the caller) as needing a reconnect, ``error`` noted; a Mark.
+
+    ``marked_by`` (ConnectedAccount.MarkedBy) says what refused the grant. A
+    refused refresh or grant check counts against the brake on mass marking
+    (connectors.brake): past MARK_BRAKE such marks of the connector within
+    the window, the mark is held instead (Mark.HELD: a HeldMark, the status
+    as it was, no signal). The provider's event, and an operator's confirm
+    (``counted=False``), are never held.
 
     Saves only what changes, and tells other code once per change: an
-    account that already needs one is left as it is. Returns whether it
-    changed.
+    account that already needs one is left as it is (Mark.UNCHANGED). The
+    result is true, and counts 1 in a sum, only when the account was marked.
     """
     if account.status == ConnectedAccount.Status.NEEDS_RECONNECT:
-        return False
+        return Mark.UNCHANGED
     now = now or timezone.now()
+    if counted and marked_by in BRAKED and brake_engaged(account.service_id, now=now):
+        mark_hold(account, connector=connector, reason=reason, error=error, marked_by=marked_by, now=now)
+        return Mark.HELD
     account.last_error, account.last_error_at = str(error)[:300], now
     account.status = ConnectedAccount.Status.NEEDS_RECONNECT
     account.status_reason = reason[:300]
     account.status_changed_at = now
-    account.save(update_fields=["status", "status_reason", "status_changed_at", "last_error",
+    account.marked_by = marked_by
+    account.save(update_fields=["status", "status_reason", "status_changed_at", "marked_by", "last_error",
                                 "last_error_at", "updated_at"])
+    mark_dropped(account)
     send_after_commit(account_needs_reconnect, connector, account=account, reason=account.status_reason)
-    return True
+    return Mark.MARKED
 
 
-def accounts_removed_at_provider(*, connector, uids, reason):
+def accounts_removed_at_provider(*, connector, uids, reason, event_time=None):
     """The provider says these identities removed the app: their active accounts need a reconnect.
 
-    Each row is locked, so that a refresh running meanwhile and this mark
-    settle one after the other, and the signal goes once. Returns how many changed.
+    An account connected (or reconnected) after ``event_time``, the event's
+    own time when the provider gave one, holds a newer grant than the one
+    removed, and is left as it is. Each row is locked, so that a refresh
+    running meanwhile and this mark settle one after the other, and the
+    signal goes once. Returns how many changed.
     """
     changed = 0
     with transaction.atomic():
@@ -315,5 +284,11 @@ def accounts_removed_at_provider(*, connector, uids, reason):
             service_id=connector.service_id, uid__in=uids, status=ConnectedAccount.Status.ACTIVE
         )
         for account in rows:
-            changed += needs_reconnect(account, connector=connector, reason=reason, error=reason)
+            connected_at = account.connected_at or account.created_at
+            if event_time is not None and connected_at > event_time:
+                logger.info("%s account %s of user %s left as it is: event older than the connection",
+                            connector.name, account.uid, account.user_id)
+                continue
+            changed += needs_reconnect(account, connector=connector, reason=reason, error=reason,
+                                       marked_by=ConnectedAccount.MarkedBy.EVENT)
     return changed

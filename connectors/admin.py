@@ -4,6 +4,7 @@ from datetime import UTC
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
+from django.http import Http404
 from django.db.models import Prefetch
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -17,11 +18,13 @@ from django.views.decorators.http import require_POST
 
 from .config import config_keys_set, config_summary, config_update, config_values
 from .accounts import account_disconnect
+from .brake import marks_confirm, marks_dismiss, marks_held
 from .breaker import pause_notices
 from .exceptions import ConnectorError, EncryptionKeyError, UnknownConnector
 from .forms import clear_name, connector_config_form, service_choices
-from .models import AccountServer, ConnectedAccount, ConnectorConfig, ConnectorValue
+from .models import AccountServer, ConnectedAccount, ConnectorConfig, ConnectorValue, PendingRevocation
 from .registry import registry
+from .revocations import GIVEN_UP, REVOKED, gives_up_at, revocation_dropped, revocation_retry_one
 from .tokens import account_check, account_refresh
 
 logger = logging.getLogger(__name__)
@@ -367,8 +370,75 @@ class ServiceFilter(admin.SimpleListFilter):
         return queryset
 
 
+class HeldMarksAdmin:
+    """Atop the account list: "N accounts held back from needs-reconnect" per connector, Confirm and Dismiss.
+
+    The brake on mass marking (connectors.brake) held them; the buttons call
+    what ``manage.py confirm_marks`` calls, and put each account's mark (or
+    its dismissal) on its History.
+    """
+
+    change_list_template = "admin/connectors/connectedaccount/held_marks_change_list.html"
+    HELD_MARK_CHOICES = {"confirm": marks_confirm, "dismiss": marks_dismiss}
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path(
+                "held-marks/<str:service_id>/<str:choice>/",
+                self.admin_site.admin_view(self.held_marks_view),
+                name="%s_%s_held_marks" % info,
+            ),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "held_marks": self._held_marks(request)}
+        return super().changelist_view(request, extra_context)
+
+    def _may_settle_held_marks(self, request):
+        return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")
+
+    def _held_marks(self, request):
+        can_act = self._may_settle_held_marks(request)
+        name = f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_held_marks"
+        held = []
+        for service_id, (count, since) in marks_held().items():
+            connector = registry.connectors.get(service_id)
+            buttons = can_act and connector is not None
+            held.append({
+                "service_id": service_id,
+                "name": connector.name if connector is not None else service_id,
+                "count": count,
+                "since": utc_minutes(since),
+                "confirm_url": reverse(name, args=[service_id, "confirm"]) if buttons else None,
+                "dismiss_url": reverse(name, args=[service_id, "dismiss"]) if buttons else None,
+            })
+        return held
+
+    @method_decorator(require_POST)
+    def held_marks_view(self, request, service_id, choice):
+        settle = self.HELD_MARK_CHOICES.get(choice)
+        if settle is None or service_id not in registry.connectors:
+            raise Http404("No such connector or choice.")
+        if not self._may_settle_held_marks(request):
+            raise PermissionDenied
+        record = (
+            "Confirmed the held needs-reconnect mark" if choice == "confirm"
+            else "Dismissed the held needs-reconnect mark"
+        )
+        done = settle(service_id, on_each=lambda account: self.log_change(request, account, record))
+        name = registry.get(service_id).name
+        if choice == "confirm":
+            message = f"{name}: {done} account(s) marked needs reconnect; their users are told."
+        else:
+            message = f"{name}: dismissed {done} held mark(s); the accounts stay as they are."
+        self.message_user(request, message, messages.SUCCESS)
+        return redirect(f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_changelist")
+
+
 @admin.register(ConnectedAccount)
-class ConnectedAccountAdmin(admin.ModelAdmin):
+class ConnectedAccountAdmin(HeldMarksAdmin, admin.ModelAdmin):
     """End users' accounts: searchable, filterable, never showing a token.
 
     Rows are made only by the connect flow; the actions call the same
@@ -490,3 +560,90 @@ class ConnectedAccountAdmin(admin.ModelAdmin):
                 self.message_user(
                     request, f"{name}: deleted here, but revocation at the provider failed.", messages.WARNING
                 )
+
+
+@admin.register(PendingRevocation)
+class PendingRevocationAdmin(admin.ModelAdmin):
+    """Grants kept to revoke again (connectors.revocations): listed, retried, deleted; tokens never shown.
+
+    Rows are made only by a failed revocation; deleting one gives its grant up.
+    """
+
+    list_display = ("connector_name", "uid", "what", "created", "attempts", "error", "gives_up")
+    list_filter = (ServiceFilter,)
+    search_fields = ("uid",)
+    # Not even masked: the tokens are not read at all.
+    exclude = ("access_token", "refresh_token")
+    readonly_fields = ("service_id", "uid", "what", "created_at", "attempts", "last_attempt_at", "last_error")
+    actions = ["retry_now"]
+
+    class Media:
+        css = {"all": ["connectors/admin.css"]}
+
+    @admin.display(description="Connector", ordering="service_id")
+    def connector_name(self, obj):
+        try:
+            return registry.get(obj.service_id).name
+        except UnknownConnector:
+            return obj.service_id
+
+    @admin.display(description="Created", ordering="created_at")
+    def created(self, obj):
+        return utc_minutes(obj.created_at)
+
+    @admin.display(description="Last error", ordering="last_attempt_at")
+    def error(self, obj):
+        if not obj.last_error:
+            return ""
+        return format_html('<span title="{}">{}</span>', obj.last_error, Truncator(obj.last_error).chars(40))
+
+    @admin.display(description="Gives up at")
+    def gives_up(self, obj):
+        return utc_minutes(gives_up_at(obj))
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("access_token", "refresh_token")
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {
+            "title": "Pending revocations",
+            "subtitle": "Grants the provider gave us that could not be stored; they are revoked again "
+            "on every refresh_tokens run for 24 hours.",
+            **(extra_context or {}),
+        }
+        return super().changelist_view(request, extra_context)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_act_permission(self, request):
+        return request.user.has_perm(f"{self.opts.app_label}.delete_{self.opts.model_name}")
+
+    def delete_model(self, request, obj):
+        revocation_dropped(obj, by=request.user.get_username())
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            revocation_dropped(obj, by=request.user.get_username())
+        super().delete_queryset(request, queryset)
+
+    @admin.action(description="Try to revoke again now", permissions=["act"])
+    def retry_now(self, request, queryset):
+        """What every refresh_tokens run does, for the selected rows only."""
+        for row in queryset:
+            name = str(row)
+            outcome = revocation_retry_one(row)
+            if outcome == REVOKED:
+                self.message_user(request, f"{name}: revoked.", messages.SUCCESS)
+            elif outcome == GIVEN_UP:
+                self.message_user(request, f"{name}: given up (the log says why).", messages.ERROR)
+            elif outcome is None:
+                self.message_user(request, f"{name}: another run is trying it now.", messages.INFO)
+            else:
+                row.refresh_from_db(fields=["last_error"])
+                self.message_user(request, f"{name}: still pending ({row.last_error}).", messages.WARNING)
+            self.log_change(request, row, f"Tried to revoke again: {outcome or 'held by another run'}")

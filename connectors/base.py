@@ -9,8 +9,10 @@ the user there, how to cancel or reconnect) come from these attributes too,
 so that no page or message of the framework names a provider.
 """
 
+import hashlib
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Callable
 
 import requests
@@ -21,6 +23,7 @@ from django.views.decorators.debug import sensitive_variables
 from requests.adapters import HTTPAdapter
 
 from .exceptions import (
+    CredentialsRefused,
     EventRefused,
     InvalidGrant,
     NotSupported,
@@ -68,12 +71,17 @@ class ProviderEvent:
     identities removed the app: their accounts need a reconnect),
     ``authorized`` (recorded), ``other`` (ignored). ``uids`` are the
     provider's user ids concerned; ``name`` is the provider's own name of the
-    event, for the log.
+    event, for the log. ``id`` is the provider's id of the event, None when
+    it gives none; ``time`` when it happened (an aware datetime), None when
+    the delivery does not say: a ``removed`` older than an account's last
+    connect speaks of a grant that is gone, and leaves the account alone.
     """
 
     kind: str
     uids: tuple[str, ...] = ()
     name: str = ""
+    id: str | None = None
+    time: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +124,11 @@ def typed_answer(response, *, name, retry_after):
         code = fields.get("code") if isinstance(fields.get("code"), (int, str)) else None
         if error == "invalid_grant":
             raise InvalidGrant(f"{name} no longer accepts this grant (invalid_grant).", status=status)
-        if status == 401 or error == "invalid_client":
+        if error == "invalid_client":
+            raise CredentialsRefused(
+                f"{name} refused the client credentials (HTTP {status}, invalid_client).", status=status, code=code
+            )
+        if status == 401:
             raise Unauthorized(
                 f"{name} refused the credentials (HTTP {status}, {error or 'unauthorized'}).", status=status, code=code
             )
@@ -125,6 +137,11 @@ def typed_answer(response, *, name, retry_after):
     if body is None:
         raise ProviderError(f"{name} answered HTTP {status} with a body that is not JSON.")
     return body
+
+
+# What a revocation ends (Connector.revoke's ``scope``): these tokens only, or
+# the person's whole authorization of the app.
+REVOKE_TOKEN, REVOKE_GRANT = "token", "grant"
 
 
 # One pool for every connector that keeps the default transport; sessions are
@@ -359,11 +376,16 @@ class Connector:
     def can_check_credentials(self):
         return type(self).check_credentials is not Connector.check_credentials
 
-    def revoke(self, account, values):
-        """End the account's grant at the provider (``account`` holds its tokens).
+    def revoke(self, tokens, values, *, scope):
+        """End a grant at the provider; ``tokens`` holds its ``access_token`` and ``refresh_token``.
 
-        Raises NotSupported by default: disconnecting then deletes the
-        account here and tells the person to remove the app there.
+        ``scope`` says how much: REVOKE_TOKEN ends these tokens only (the
+        grant a reconnect replaced, one we could not store: whatever else the
+        person granted must live on); REVOKE_GRANT ends the person's whole
+        authorization of the app (disconnect). A provider that makes no
+        difference answers both with the same call. Raises NotSupported by
+        default: disconnecting then deletes the account here and tells the
+        person to remove the app there.
         """
         raise NotSupported(f"{self.name} offers no way to revoke a grant.")
 
@@ -400,9 +422,32 @@ class Connector:
         """
         raise EventRefused(f"{self.name} events are not taken here.")
 
-    def event_read(self, body):
-        """What a verified event says, as a ProviderEvent; unknown events are ``other``."""
+    def event_read(self, headers, body):
+        """What a verified delivery says, as a ProviderEvent; unknown events are ``other``.
+
+        Gives the event's ``id`` and ``time`` too when the delivery carries
+        them (the body, or a signed header).
+        """
         raise EventRefused(f"{self.name} events are not taken here.")
+
+    # The request header holding a delivery's signature: what tells one
+    # delivery from another when the provider gives its events no id.
+    event_signature_header: str = ""
+
+    def event_key(self, headers, body, event):
+        """What tells this delivery from any other, so that each is taken once: text, at most 128 characters.
+
+        Called after ``event_verify`` and ``event_read``. The same delivery
+        posted again must give the same key; two different events never the
+        same one. The default: the provider's id of the event
+        (``event.id``); else the SHA-256 (hex) of the
+        ``event_signature_header`` the delivery carries; else that of the
+        body. A longer key is stored as its SHA-256.
+        """
+        if event.id:
+            return event.id
+        signature = headers.get(self.event_signature_header) if self.event_signature_header else None
+        return hashlib.sha256(signature.encode() if signature else body).hexdigest()
 
     @property
     def removed_reason(self):

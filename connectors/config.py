@@ -7,6 +7,7 @@ save are the same everywhere.
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 from encrypted_model_fields import fields as upstream
 
@@ -78,7 +79,11 @@ def config_update(*, service_id, values=None, clear=()):
             current[key].delete()
             changed.append(key)
     if changed:
-        config.save(update_fields=["updated_at"])
+        # A changed secret may be the fix: the provider is asked again before the flag says anything.
+        secret_changed = any(connector.field(key).secret for key in changed if key in cleaned)
+        if secret_changed:
+            config.credentials_refused_at, config.credentials_refused = None, ""
+        config.save(update_fields=["updated_at", "credentials_refused_at", "credentials_refused"])
     return changed
 
 
@@ -92,8 +97,18 @@ _read = {}
 
 
 def config_versions():
-    """Each configured connector's last change, by service id: what tells a process its copy is stale."""
-    return dict(ConnectorConfig.objects.values_list("service_id", "updated_at"))
+    """Each configured connector's last change, by service id: what tells a process its copy is stale.
+
+    A version is the configuration's change time and when the provider last
+    refused its credentials (None while it has not), so that the same read
+    tells a token call whether there is a flag to clear.
+    """
+    return {
+        service_id: (updated_at, refused_at)
+        for service_id, updated_at, refused_at in ConnectorConfig.objects.values_list(
+            "service_id", "updated_at", "credentials_refused_at"
+        )
+    }
 
 
 def _entry(service_id, versions):
@@ -167,3 +182,46 @@ def config_summary(service_id):
         }
         for f in connector.fields
     ]
+
+
+def credentials_refused_note(connector, error):
+    """The provider refused the app's own credentials: flag the connector, touch no account.
+
+    Returns whether the flag is new (the caller logs it at ERROR once). The
+    flag is written with ``update()``, so the configuration's change time,
+    and with it every process's decrypted values, stay as they are.
+    """
+    flagged = ConnectorConfig.objects.filter(service_id=connector.service_id, credentials_refused_at__isnull=True).update(
+        credentials_refused_at=timezone.now(), credentials_refused=str(error)[:300]
+    )
+    return bool(flagged)
+
+
+def credentials_accepted(connector):
+    """A token call the provider accepted: clear the flag, if this process last read one (no query otherwise)."""
+    entry = _read.get(connector.service_id)
+    if entry is None or entry["version"][1] is not None:
+        _refusal_clear(connector.service_id)
+
+
+def _refusal_clear(service_id):
+    ConnectorConfig.objects.filter(service_id=service_id, credentials_refused_at__isnull=False).update(
+        credentials_refused_at=None, credentials_refused=""
+    )
+
+
+def credentials_refusal(service_id):
+    """``(when, the provider's words)`` of the standing refusal, or None."""
+    return (
+        ConnectorConfig.objects.filter(service_id=service_id, credentials_refused_at__isnull=False)
+        .values_list("credentials_refused_at", "credentials_refused")
+        .first()
+    )
+
+
+def config_check(connector):
+    """Test credentials: the connector's checks against the stored values; all green clears a refusal flag."""
+    results = connector.check_credentials(config_values(connector.service_id))
+    if results and all(result.ok for result in results):
+        _refusal_clear(connector.service_id)
+    return results

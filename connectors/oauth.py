@@ -13,7 +13,7 @@ from django.views.decorators.debug import sensitive_variables
 from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error
 from requests_oauthlib import OAuth2Session
 
-from .exceptions import ProviderError, ProviderUnavailable
+from .exceptions import CredentialsRefused, ProviderError, ProviderUnavailable, Unauthorized
 
 
 def oauth_session(connector, *, client_id, client=None, **kwargs):
@@ -27,7 +27,14 @@ def oauth_session(connector, *, client_id, client=None, **kwargs):
 
     def check(response):
         if response.status_code >= 300:
-            connector.raise_for_response(response)
+            try:
+                connector.raise_for_response(response)
+            except Unauthorized as error:
+                # A token endpoint authenticates the client alone (RFC 6749 5.2):
+                # a 401 there refuses the app's credentials, never a grant.
+                if isinstance(error, CredentialsRefused):
+                    raise
+                raise CredentialsRefused(str(error), status=error.status, code=error.code) from None
         answer.response = response
         _take_answer(connector, response)
         return response

@@ -28,23 +28,28 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import connection, connections
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from .exceptions import (
     CircuitOpen,
     ConnectorError,
+    MarkHeld,
     NeedsReconnect,
     NotConfigured,
     ProviderError,
     ProviderUnavailable,
     RateLimited,
+    ServiceUnavailable,
 )
-from .models import ConnectedAccount, rows_by_pk
+from .models import ConnectedAccount, HeldMark, rows_by_pk
 from .tokens import account_refresh
 
 logger = logging.getLogger("connectors.sweep")
 
 REFRESHED, SKIPPED, FAILED, NEEDS_RECONNECT = "refreshed", "skipped", "failed", "needs_reconnect"
+# The brake on mass marking held the account's needs-reconnect back (connectors.brake).
+HELD = "held"
 # Outcomes a worker acts on before counting: a 429 to wait out, a timeout or
 # 5xx (counted as failed, and the careful start narrows again), the breaker.
 RATE_LIMITED, FAULT, PAUSED = "rate_limited", "fault", "paused"
@@ -61,17 +66,20 @@ class Summary:
     skipped: int = 0
     failed: int = 0
     needs_reconnect: int = 0
+    # Refused, but the brake on mass marking held the mark back (connectors.brake).
+    held: int = 0
     # Times an account went back in the queue because of the rate limit.
     retried: int = 0
     # The deadline came with accounts still to do, or the rate limit would
     # have held one back past it.
     timed_out: bool = False
-    # Why the run stopped early: the breaker's message (connectors.breaker).
+    # Why the run stopped early: the breaker's message (connectors.breaker),
+    # or our own cache's or database's failure.
     stopped_by: str = ""
 
     @property
     def done(self):
-        return self.refreshed + self.skipped + self.failed + self.needs_reconnect
+        return self.refreshed + self.skipped + self.failed + self.needs_reconnect + self.held
 
     def add(self, outcome):
         setattr(self, outcome, getattr(self, outcome) + 1)
@@ -81,18 +89,23 @@ class Summary:
             f"refreshed {self.refreshed}, skipped {self.skipped}, "
             f"failed {self.failed}, needs reconnect {self.needs_reconnect}"
         )
+        if self.held:
+            line += f", held back {self.held}"
         if self.retried:
             line += f" ({self.retried} waited out a rate limit)"
         return line
 
 
 def due_queryset(*, within):
-    """Active accounts with an expiry inside the window, not refreshed within RECENT.
+    """Active accounts with an expiry inside the window, not refreshed within RECENT, not held.
 
-    Accounts without an expiry never expire.
+    Accounts without an expiry never expire. An account whose mark the brake
+    holds (connectors.brake) waits for the operator: refreshing it would only
+    be refused again.
     """
     now = timezone.now()
     return ConnectedAccount.objects.filter(
+        ~Exists(HeldMark.objects.filter(account_id=OuterRef("pk"))),
         status=ConnectedAccount.Status.ACTIVE,
         expires_at__isnull=False,
         expires_at__lte=now + within,
@@ -286,7 +299,7 @@ class _Run:
             self.in_flight -= 1
             if outcome == FAULT:
                 self.allowed = 1
-            elif outcome in (REFRESHED, NEEDS_RECONNECT):
+            elif outcome in (REFRESHED, NEEDS_RECONNECT, HELD):
                 self.allowed = min(self.workers, self.allowed + 1)
             self.room.notify_all()
 
@@ -307,10 +320,16 @@ def _refresh_one(pk, *, margin):
         )
     except NeedsReconnect:
         return NEEDS_RECONNECT, 0
+    except MarkHeld:
+        # Before ServiceUnavailable: the provider answered; nothing of ours failed.
+        return HELD, 0
     except RateLimited as limited:
         return RATE_LIMITED, 1.0 if limited.retry_after is None else limited.retry_after
     except CircuitOpen as error:
         return PAUSED, str(error)
+    except ServiceUnavailable as error:
+        # Our cache or database: every other account would fail alike.
+        return PAUSED, f"{error} Check the cache (CACHE_URL) and the database (DATABASE_URL)."
     except ProviderUnavailable:
         return FAULT, 0
     except (ProviderError, NotConfigured):

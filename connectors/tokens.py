@@ -14,25 +14,32 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from .accounts import needs_reconnect, token_fields
-from .config import config_client_values
+from .brake import Mark, held_check
+from .config import config_client_values, credentials_accepted, credentials_refused_note
 from .breaker import Breaker
 from .exceptions import (
     CircuitOpen,
     ConnectorError,
+    CredentialsRefused,
     InvalidGrant,
+    MarkHeld,
     NeedsReconnect,
+    NothingToRefresh,
     RateLimited,
     RefreshNotStored,
+    ServiceUnavailable,
     Unauthorized,
 )
 from .models import ConnectedAccount
 from .oauth import token_refresh
 from .ratelimit import allowed_wait, held_briefly
+from .revocations import grant_revoke_unstored
+from .storing import store_retrying
 
 logger = logging.getLogger("connectors.tokens")
 
@@ -40,11 +47,6 @@ logger = logging.getLogger("connectors.tokens")
 # wait at most this many seconds; a sweep puts what is left back in its queue.
 RATE_LIMIT_ATTEMPTS = 3
 RATE_LIMIT_MAX_WAIT = 60.0
-
-# Writes of a refreshed pair after a database error: attempts, and the pause
-# before each (times the attempt's number).
-STORE_ATTEMPTS = 3
-STORE_BACKOFF = 0.5
 
 
 @dataclass(frozen=True)
@@ -152,24 +154,33 @@ def _account_refresh_locked(account, *, margin, force, skip_locked, min_age):
             if not force and (
                 _usable(locked.expires_at, locked.status, margin=margin)
                 or _recent(locked.refreshed_at, min_age)
+                # Nothing to refresh: the stored token is all there is, and
+                # only the provider can say whether it still works.
+                or not locked.refresh_token
             ):
                 _copy_tokens(locked, account)
                 return Refresh(account=locked, refreshed=False)
             try:
+                # A mark the brake holds: the provider is not asked until an operator decides.
+                held_check(locked)
                 token = _call_refresh(locked)
-            except (RateLimited, CircuitOpen) as error:
-                # Nothing happened at the provider. The transaction commits all
-                # the same: on SQLite the shared pace and breaker (the database
-                # cache) are written on this very connection.
+            except CredentialsRefused as error:
+                failure = _credentials_refused(locked, error)
+            except (RateLimited, CircuitOpen, ServiceUnavailable, NothingToRefresh) as error:
+                # Nothing happened at the provider (ours: nothing was sent). The
+                # transaction commits all the same: on SQLite the shared pace
+                # and breaker (the database cache) are written on this very
+                # connection.
                 failure = error
             except ConnectorError as error:
                 failure = _record_failure(locked, error)
             else:
                 _store_refresh(locked, token)
+                credentials_accepted(locked.connector)
     except DatabaseError as error:
         if token is None:
             raise
-        locked = _store_after_database_error(account.pk, token, error)
+        locked = _store_after_database_error(locked, token, error)
     if failure is not None:
         raise failure
     _copy_tokens(locked, account)
@@ -191,9 +202,12 @@ def _note_rate_limited(account, error):
 def _call_refresh(locked):
     """The provider's answer to one refresh; the breaker hears whether it came in time."""
     connector = locked.connector
-    values = config_client_values(connector)
     if not locked.refresh_token:
-        raise InvalidGrant("The account has no refresh token.")
+        raise NothingToRefresh(
+            "This token does not expire; nothing to refresh." if locked.expires_at is None
+            else f"{connector.name} gave this account no refresh token; nothing to refresh."
+        )
+    values = config_client_values(connector)
     with Breaker(connector.service_id).watching(connector.name):
         return token_refresh(
             connector,
@@ -221,30 +235,35 @@ def _store_refresh(locked, token):
     logger.info("refreshed %s account %s of user %s", connector.name, locked.uid, locked.user_id)
 
 
-def _store_after_database_error(pk, token, error):
+def _store_after_database_error(locked, token, error):
     """The provider rotated the tokens but the first write failed: the new pair must not be lost.
 
-    The old refresh token is dead by now, so nobody else can have refreshed
-    meanwhile; the pair is written again, a bounded number of times, on a
-    connection checked first. What is logged names the failure, never a token.
+    The old refresh token is dead by now, so the pair we hold is the only
+    one that works; it is written again (``store_retrying``: for
+    TOKEN_STORE_RETRY_FOR seconds, a fresh connection each time, the first
+    soon, before a caller that waited for the row lock gets far). Given up,
+    it is revoked, since nothing may stay live at the provider that is not
+    stored here. What is logged names the failure, never a token.
     """
+    pk, connector = locked.pk, locked.connector
     logger.warning("storing the refreshed tokens of account %s failed (%s); trying again", pk, type(error).__name__)
-    fields = {**_refreshed_fields(token), "status": ConnectedAccount.Status.ACTIVE, "status_reason": ""}
-    for attempt in range(1, STORE_ATTEMPTS + 1):
-        time.sleep(STORE_BACKOFF * attempt)
-        try:
-            if not connection.in_atomic_block and not connection.is_usable():
-                connection.close()
-            with transaction.atomic():
-                ConnectedAccount.objects.filter(pk=pk).update(**fields)
-            logger.info("stored the refreshed tokens of account %s at attempt %s", pk, attempt)
-            return ConnectedAccount.objects.get(pk=pk)
-        except DatabaseError as again:
-            error = again
-    logger.error(
-        "LOST: the provider rotated the tokens of account %s, but they could not be stored after %s "
-        "attempts (%s); the account will need reconnecting",
-        pk, STORE_ATTEMPTS, type(error).__name__,
+    fields = {**_refreshed_fields(token), "status": ConnectedAccount.Status.ACTIVE, "status_reason": "",
+              "marked_by": ""}
+
+    def write():
+        ConnectedAccount.objects.filter(pk=pk).update(**fields)
+        return ConnectedAccount.objects.get(pk=pk)
+
+    try:
+        return store_retrying(write, what=f"the refreshed tokens of account {pk}")
+    except DatabaseError as again:
+        logger.error(
+            "LOST: the provider rotated the tokens of account %s, but they could not be stored within %s s "
+            "(%s); the account will need reconnecting",
+            pk, settings.TOKEN_STORE_RETRY_FOR, type(again).__name__,
+        )
+    grant_revoke_unstored(
+        connector=connector, tokens=token, uid=locked.uid, what="a refreshed grant that could not be stored"
     )
     raise RefreshNotStored(
         "The provider refreshed this account, but the database could not store the new tokens; "
@@ -252,11 +271,23 @@ def _store_after_database_error(pk, token, error):
     ) from None
 
 
+def _credentials_refused(locked, error):
+    """The app's own credentials were refused: the connector is flagged, the account left as it is."""
+    connector = locked.connector
+    credentials_refused_note(connector, error)
+    logger.warning("%s refused the app's credentials while refreshing account %s: %s",
+                   connector.name, locked.pk, error)
+    error.service_id = locked.service_id
+    return error
+
+
 def _record_failure(locked, error):
     """Keep the tokens; note what happened; return the error the caller gets."""
     if isinstance(error, InvalidGrant):
         connector = locked.connector
-        needs_reconnect(locked, connector=connector, reason=connector.reconnect_reason, error=error)
+        if needs_reconnect(locked, connector=connector, reason=connector.reconnect_reason, error=error,
+                           marked_by=ConnectedAccount.MarkedBy.REFRESH) is Mark.HELD:
+            return MarkHeld(account_id=locked.pk)
         logger.warning(
             "marked %s account %s of user %s needs reconnect: %s",
             connector.name, locked.uid, locked.user_id, error,
@@ -283,14 +314,24 @@ def account_check(account):
     """Ask the provider how it sees the grant (scopes, expiry), with a fresh token.
 
     A token the provider refuses although it is fresh was revoked there: the
-    account needs a reconnect, as after a refused refresh.
+    account needs a reconnect, as after a refused refresh. Nothing else
+    marks it here: not the app's credentials refused, not a timeout.
     """
     connector = account.connector
+    # Outside the try: a refusal of the refresh (the app's credentials, say)
+    # is not the provider's word on this grant.
+    access_token = fresh_access_token(account)
     try:
-        return connector.grant_info(fresh_access_token(account))
+        return connector.grant_info(access_token)
+    except CredentialsRefused:
+        raise
     except Unauthorized as error:
         with transaction.atomic():
             locked = ConnectedAccount.objects.select_for_update().filter(pk=account.pk).first()
-            if locked is not None:
-                needs_reconnect(locked, connector=connector, reason=connector.reconnect_reason, error=error)
+            held = locked is not None and needs_reconnect(
+                locked, connector=connector, reason=connector.reconnect_reason, error=error,
+                marked_by=ConnectedAccount.MarkedBy.CHECK,
+            ) is Mark.HELD
+        if held:
+            raise MarkHeld(account_id=account.pk) from error
         raise NeedsReconnect(connector.reconnect_reason, account_id=account.pk) from error

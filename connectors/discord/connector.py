@@ -183,12 +183,12 @@ class DiscordConnector(Connector):
             "permissions_granted": granted is not None,
         }
 
-    @sensitive_variables("token", "values")
-    def revoke(self, account, values):
-        """Revoking the refresh token ends the whole grant at Discord."""
-        token, hint = account.refresh_token, "refresh_token"
+    @sensitive_variables("tokens", "token", "values")
+    def revoke(self, tokens, values, *, scope):
+        """One call for either scope: revoking either token ends that authorization at Discord."""
+        token, hint = tokens.refresh_token, "refresh_token"
         if not token:
-            token, hint = account.access_token, "access_token"
+            token, hint = tokens.access_token, "access_token"
         client.revoke(
             token,
             client_id=values["clientId"],
@@ -207,8 +207,11 @@ class DiscordConnector(Connector):
     def event_verify(self, headers, body, values):
         events.event_verify(headers, body, values.get("publicKey"))
 
-    def event_read(self, body):
-        return events.event_read(body)
+    def event_read(self, headers, body):
+        return events.event_read(headers, body)
+
+    def event_key(self, headers, body, event):
+        return events.event_key(headers)
 
     def grant_info(self, access_token):
         info = client.current_authorization(access_token)

@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.views.decorators.debug import sensitive_variables
 
 from connectors.base import CheckResult, ConfigField, Connector
-from connectors.exceptions import InvalidGrant, ProviderError, ProviderRejected, Unauthorized
+from connectors.exceptions import CredentialsRefused, InvalidGrant, ProviderError, ProviderRejected, Unauthorized
 
 ID = re.compile(r"\d+\.\d+")
 USER = re.compile(r"[UW][A-Z0-9]{2,30}")
@@ -90,7 +90,7 @@ class SlackConnector(Connector):
             if error in DEAD_GRANT:
                 raise InvalidGrant(f"Slack no longer accepts this grant ({error}).")
             if error in BAD_CLIENT:
-                raise Unauthorized(f"Slack refused the credentials ({error}).")
+                raise CredentialsRefused(f"Slack refused the client credentials ({error}).")
             raise ProviderRejected(f"Slack refused the request ({error[:60]}).")
         user = body.get("authed_user") if isinstance(body.get("authed_user"), dict) else {}
         holder = user if user.get("access_token") else body
@@ -128,9 +128,11 @@ class SlackConnector(Connector):
     def describe_permissions(self, value):
         return [scope for scope in value.split(",") if scope]
 
-    @sensitive_variables("account", "values", "token")
-    def revoke(self, account, values):
-        token = account.access_token or account.refresh_token
+    @sensitive_variables("tokens", "values", "token")
+    def revoke(self, tokens, values, *, scope):
+        """auth.revoke for either scope: it ends the person's token, and uninstalling
+        (apps.uninstall) would end the app for the whole workspace, more than a grant."""
+        token = tokens.access_token or tokens.refresh_token
         self._ok(self.call("POST", self.setting("API_BASE_URL") + "/auth.revoke",
                            headers={"Authorization": f"Bearer {token}"}))
 

@@ -199,7 +199,6 @@ def test_a_database_error_after_discord_answered_is_retried_not_lost(
         return real_save(self, *args, **kwargs)
 
     monkeypatch.setattr(ConnectedAccount, "save", flaky_save)
-    monkeypatch.setattr("connectors.tokens.STORE_BACKOFF", 0)
     caplog.set_level(logging.INFO, logger="connectors")
 
     result = account_refresh(account)
@@ -212,8 +211,8 @@ def test_a_database_error_after_discord_answered_is_retried_not_lost(
     assert stored.refresh_token not in caplog.text and stored.access_token not in caplog.text
 
 
-def test_tokens_the_database_never_takes_are_logged_as_lost_without_the_tokens(
-    standin, alice, monkeypatch, caplog
+def test_tokens_the_database_never_takes_are_logged_as_lost_and_revoked_without_the_tokens(
+    standin, alice, monkeypatch, caplog, settings
 ):
     account = seed_account(standin, alice, expires_in=60)
 
@@ -222,13 +221,16 @@ def test_tokens_the_database_never_takes_are_logged_as_lost_without_the_tokens(
 
     monkeypatch.setattr(ConnectedAccount, "save", broken)
     monkeypatch.setattr("django.db.models.QuerySet.update", broken)
-    monkeypatch.setattr("connectors.tokens.STORE_BACKOFF", 0)
+    settings.TOKEN_STORE_RETRY_FOR = 0.5
 
     with pytest.raises(RefreshNotStored, match="will need reconnecting"):
         account_refresh(account)
 
     assert "LOST: the provider rotated the tokens of account" in caplog.text
-    [grant] = [g for g in standin.grants if g.user.id == account.uid]
+    # Nothing stays live at the provider that is not stored here.
+    [grant] = [g for g in standin._grants if g.user.id == account.uid]
+    assert not standin.access_token_valid(grant.access_token) and standin.grants == []
+    assert "revoked a refreshed grant that could not be stored at Discord" in caplog.text
     for token in (grant.access_token, grant.refresh_token, account.refresh_token):
         assert token not in caplog.text
 

@@ -5,6 +5,8 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandError
 
 from connectors.audit import command_done
+from connectors.brake import held_problem
+from connectors.revocations import pending_revocations_count, revocations_retry
 from connectors.sweep import DEFAULT_MAX_TIME, due_accounts, due_queryset, refresh_due
 
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -44,7 +46,9 @@ class Command(BaseCommand):
         "--within. Safe to run on several hosts at once: all keep one pace of requests, "
         "and accounts another run is refreshing or refreshed within the last minute are "
         "skipped. An account the rate limit holds back is tried again until --max-time. "
-        "Exits non-zero when any refresh failed or time ran out."
+        "First, grants that could not be stored are revoked again (for 24 hours). "
+        "Exits non-zero when any refresh failed, time ran out, such a grant was given up, or "
+        "the brake on mass marking held needs-reconnect marks back (see confirm_marks)."
     )
 
     def add_arguments(self, parser):
@@ -82,8 +86,16 @@ class Command(BaseCommand):
         window = parse_duration(within)
         deadline = parse_duration(max_time, "--max-time")
         if dry_run:
+            pending = pending_revocations_count()
+            if pending:
+                self.stdout.write(f"pending revocations: {pending} (dry run: none tried)")
             self.list_due(window, batch_size)
             return
+        revocations = revocations_retry()
+        if revocations:
+            self.stdout.write(revocations.line())
+            if revocations.revoked or revocations.given_up:
+                command_done("refresh_tokens", revocations.line())
         terminal = self.stdout.isatty()
         summary = refresh_due(
             within=window,
@@ -95,20 +107,30 @@ class Command(BaseCommand):
         if terminal:
             self.stdout.write("\r\033[K", ending="")
         self.stdout.write(summary.line())
-        if summary.refreshed or summary.needs_reconnect:
+        if summary.refreshed or summary.needs_reconnect or summary.held:
             command_done("refresh_tokens", f"--within {within}: {summary.line()}")
+        problems = []
         if summary.stopped_by:
-            raise CommandError(f"Stopped: {summary.stopped_by} Run again after the pause.")
-        if summary.timed_out:
-            raise CommandError(
+            problems.append(f"Stopped: {summary.stopped_by} Run again once it is over.")
+        elif summary.timed_out:
+            problems.append(
                 f"Stopped after --max-time {max_time} with accounts still due: the rate limit "
                 f"held them back ({summary.failed} counted as failed). Run again to refresh them."
             )
-        if summary.failed:
-            raise CommandError(
+        elif summary.failed:
+            problems.append(
                 f"{summary.failed} account(s) could not be refreshed; the log and each "
                 "account's last error say why. Run again later to retry them."
             )
+        if summary.held:
+            problems.append(held_problem(summary.held))
+        if revocations.given_up:
+            problems.append(
+                f"Gave up revoking {revocations.given_up} grant(s) that could not be stored (LEAKED): "
+                "they stay live at the provider; the log names each."
+            )
+        if problems:
+            raise CommandError(" ".join(problems))
 
     def list_due(self, window, batch_size):
         count = 0

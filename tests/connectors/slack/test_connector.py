@@ -92,7 +92,7 @@ def test_with_user_scopes_the_account_holds_the_users_token_and_the_workspace_th
 
 @pytest.mark.parametrize("error, title", [
     ("invalid_code", "Slack no longer accepts this grant (invalid_code)"),
-    ("bad_client_secret", "Slack refused the credentials (bad_client_secret)"),
+    ("bad_client_secret", "Slack refused the client credentials (bad_client_secret)"),
     ("bad_redirect_uri", "Slack refused the request (bad_redirect_uri)"),
 ])
 def test_an_error_slack_answers_with_200_is_our_clear_page_and_nothing_is_stored(client_alice, configured_slack,
