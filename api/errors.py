@@ -19,6 +19,7 @@ from connectors.checks import UNREADABLE_MESSAGE
 from connectors.exceptions import (
     CircuitOpen,
     ConnectorError,
+    CredentialsRefused,
     EncryptionKeyError,
     NeedsReconnect,
     ProviderError,
@@ -64,6 +65,9 @@ def api_exception_handler(exc, context):
             error_body("configuration_unreadable", "The service cannot read its stored configuration."),
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
         )
+    if isinstance(exc, CredentialsRefused):
+        # The service's own configuration, not the caller's grant: the operator must act.
+        return _ours(f"{exc} The operator has been told; the account is unchanged.")
     if isinstance(exc, ProviderError):
         return Response(error_body("provider_error", str(exc)), status=status.HTTP_502_BAD_GATEWAY)
     if isinstance(exc, ServiceUnavailable):

@@ -16,7 +16,7 @@ from django.utils.text import Truncator
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from .config import config_keys_set, config_summary, config_update, config_values
+from .config import config_check, config_keys_set, config_summary, config_update, config_values
 from .accounts import account_disconnect
 from .brake import marks_confirm, marks_dismiss, marks_held
 from .breaker import pause_notices
@@ -25,7 +25,7 @@ from .forms import clear_name, connector_config_form, service_choices
 from .models import AccountServer, ConnectedAccount, ConnectorConfig, ConnectorValue, PendingRevocation
 from .registry import registry
 from .revocations import GIVEN_UP, REVOKED, gives_up_at, revocation_dropped, revocation_retry_one
-from .tokens import account_check, account_refresh
+from .tokens import account_check, account_refresh_now
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,11 @@ class ConnectorConfigAdmin(admin.ModelAdmin):
             name = registry.get(obj.service_id).name
         except UnknownConnector:
             name = "Not registered"
-        return format_html('{}<br><span class="quiet">{}</span>', obj.service_id, name)
+        refused = format_html(
+            '<br><strong class="refused" title="{}">✗ credentials refused {}</strong>',
+            obj.credentials_refused, utc_minutes(obj.credentials_refused_at),
+        ) if obj.credentials_refused_at else ""
+        return format_html('{}<br><span class="quiet">{}</span>{}', obj.service_id, name, refused)
 
     @admin.display(description="Keys set")
     def keys_set(self, obj):
@@ -186,6 +190,15 @@ class ConnectorConfigAdmin(admin.ModelAdmin):
         if request.method == "GET":
             for notice in pause_notices():
                 self.message_user(request, notice, messages.WARNING)
+            if obj is not None and obj.credentials_refused_at:
+                self.message_user(
+                    request,
+                    f"{connector.name} refused these client credentials at {utc_minutes(obj.credentials_refused_at)} "
+                    f"({obj.credentials_refused}). No account was marked and no one was mailed; refreshes of "
+                    "this connector fail until they are corrected. Saving a new secret or a green Test "
+                    "credentials clears this.",
+                    messages.ERROR,
+                )
         can_change = obj is None or self.has_change_permission(request, obj)
         context.update(
             {
@@ -261,7 +274,7 @@ class ConnectorConfigAdmin(admin.ModelAdmin):
                 request, f"The {connector.name} connector has no check of its credentials.", messages.INFO
             )
             return redirect(self._url_name("change"), obj.pk)
-        results = connector.check_credentials(values)
+        results = config_check(connector)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -533,10 +546,18 @@ class ConnectedAccountAdmin(HeldMarksAdmin, admin.ModelAdmin):
         self._each(
             request,
             queryset,
-            lambda account: account_refresh(account, force=True).account,
-            lambda account: f"refreshed; expires {utc_minutes(account.expires_at)}.",
+            account_refresh_now,
+            self._refreshed_now,
             record="Refreshed the token now",
         )
+
+    @staticmethod
+    def _refreshed_now(result):
+        if result.refreshed:
+            return f"refreshed; expires {utc_minutes(result.account.expires_at)}."
+        if result.grant is None:
+            return f"{result.note} The provider offers no grant check."
+        return f"{result.note} The grant check passed: scopes {result.grant['scopes'] or 'none'}."
 
     @admin.action(description="Check the grant at the provider", permissions=["act"])
     def check_grant(self, request, queryset):

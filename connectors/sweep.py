@@ -24,7 +24,7 @@ import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.db import connection, connections
@@ -34,6 +34,7 @@ from django.utils import timezone
 from .exceptions import (
     CircuitOpen,
     ConnectorError,
+    CredentialsRefused,
     MarkHeld,
     NeedsReconnect,
     NotConfigured,
@@ -43,6 +44,7 @@ from .exceptions import (
     ServiceUnavailable,
 )
 from .models import ConnectedAccount, HeldMark, rows_by_pk
+from .registry import registry
 from .tokens import account_refresh
 
 logger = logging.getLogger("connectors.sweep")
@@ -53,6 +55,8 @@ HELD = "held"
 # Outcomes a worker acts on before counting: a 429 to wait out, a timeout or
 # 5xx (counted as failed, and the careful start narrows again), the breaker.
 RATE_LIMITED, FAULT, PAUSED = "rate_limited", "fault", "paused"
+# The provider refused the app's own credentials: the run stops calling that connector.
+CREDENTIALS_REFUSED = "credentials_refused"
 # An account refreshed this recently was another run's work.
 RECENT = timedelta(minutes=1)
 DEFAULT_MAX_TIME = timedelta(minutes=15)
@@ -68,6 +72,9 @@ class Summary:
     needs_reconnect: int = 0
     # Refused, but the brake on mass marking held the mark back (connectors.brake).
     held: int = 0
+    # The connectors whose own credentials the provider refused (names); the
+    # run stopped calling each after its first refusal, and touched no account.
+    credentials_refused: list = field(default_factory=list)
     # Times an account went back in the queue because of the rate limit.
     retried: int = 0
     # The deadline came with accounts still to do, or the rate limit would
@@ -192,6 +199,8 @@ class _Run:
         self.lock = threading.Lock()
         # (monotonic time it may be tried again, pk)
         self.retries = []
+        # Service ids whose credentials the provider refused in this run.
+        self.refused = frozenset()
         # The careful start: refreshes in flight, and how many may be. A
         # refresh whose answer is lost may have cost its account, so a run
         # starts with one and widens to `workers` only as answers come back
@@ -231,7 +240,7 @@ class _Run:
                 return
             outcome, wait = FAILED, 0
             try:
-                outcome, wait = _refresh_one(pk, margin=self.margin)
+                outcome, wait = _refresh_one(pk, margin=self.margin, refused=self.refused)
             finally:
                 self._leave(outcome)
             with self.lock:
@@ -239,6 +248,9 @@ class _Run:
                     self.summary.stopped_by = wait
                     self.stop.set()
                     return
+                if outcome == CREDENTIALS_REFUSED:
+                    self._refused(wait)
+                    outcome = SKIPPED
                 if outcome == FAULT:
                     outcome = FAILED
                 if outcome == RATE_LIMITED:
@@ -252,6 +264,18 @@ class _Run:
                 self.summary.add(outcome)
                 if self.on_progress is not None:
                     self.on_progress(self.summary)
+
+    def _refused(self, error):
+        """The first refusal of a connector's credentials in this run: one ERROR line, and no more calls."""
+        if error.service_id in self.refused:
+            return
+        self.refused = self.refused | {error.service_id}
+        name = registry.get(error.service_id).name
+        self.summary.credentials_refused.append(name)
+        logger.error(
+            "%s refused the client credentials (%s): no account was touched, and this run calls %s no more. "
+            "Correct them in the admin (Test credentials), then run again.", name, error, name,
+        )
 
     def _next(self, take, new_done):
         """The next account: a retry that is due, else a new one; (None, _) when none is left."""
@@ -312,12 +336,18 @@ def _drain(work):
             return
 
 
-def _refresh_one(pk, *, margin):
-    """One account's outcome and, rate limited, how long to wait (paused: why); no error escapes."""
+def _refresh_one(pk, *, margin, refused):
+    """One account's outcome and, rate limited, how long to wait (paused: why; refused: the error); no error escapes.
+
+    An account of a connector in ``refused`` is skipped without a call.
+    """
     try:
         result = account_refresh(
-            ConnectedAccount(pk=pk), margin=margin, skip_locked=True, min_age=RECENT, max_wait=0
+            ConnectedAccount(pk=pk), margin=margin, skip_locked=True, min_age=RECENT, max_wait=0,
+            skip_services=refused,
         )
+    except CredentialsRefused as error:
+        return CREDENTIALS_REFUSED, error
     except NeedsReconnect:
         return NEEDS_RECONNECT, 0
     except MarkHeld:

@@ -30,6 +30,7 @@ from .exceptions import (
     MarkHeld,
     NeedsReconnect,
     NothingToRefresh,
+    NotSupported,
     RateLimited,
     RefreshNotStored,
     ServiceUnavailable,
@@ -101,7 +102,7 @@ def fresh_access_token(account, *, margin=None):
 
 
 def account_refresh(
-    account, *, margin=None, force=False, skip_locked=False, min_age=None, max_wait=None
+    account, *, margin=None, force=False, skip_locked=False, min_age=None, max_wait=None, skip_services=()
 ):
     """Refresh under the row lock; return a Refresh with the stored account.
 
@@ -109,7 +110,9 @@ def account_refresh(
     now"). With ``skip_locked`` an account locked by someone else is left
     alone and None is returned (for sweeps that run on several hosts). With
     ``min_age`` (a timedelta) an account refreshed less than that long ago is
-    left as it is: another sweep just did the work.
+    left as it is: another sweep just did the work. An account of a
+    connector in ``skip_services`` is left alone too, and None returned (a
+    sweep that met its credentials refused).
 
     A rate limit is never waited out while the row is locked: the lock is let
     go, the wait happens outside, and the refresh starts again (a bounded
@@ -123,7 +126,8 @@ def account_refresh(
         try:
             with held_briefly():
                 return _account_refresh_locked(
-                    account, margin=margin, force=force, skip_locked=skip_locked, min_age=min_age
+                    account, margin=margin, force=force, skip_locked=skip_locked, min_age=min_age,
+                    skip_services=skip_services,
                 )
         except RateLimited as limited:
             wait = 1.0 if limited.retry_after is None else limited.retry_after
@@ -134,7 +138,7 @@ def account_refresh(
     raise AssertionError("unreachable")
 
 
-def _account_refresh_locked(account, *, margin, force, skip_locked, min_age):
+def _account_refresh_locked(account, *, margin, force, skip_locked, min_age, skip_services):
     failure = token = None
     try:
         with transaction.atomic():
@@ -147,6 +151,8 @@ def _account_refresh_locked(account, *, margin, force, skip_locked, min_age):
                 if skip_locked:
                     return None
                 raise ConnectedAccount.DoesNotExist(f"Connected account {account.pk} no longer exists.")
+            if locked.service_id in skip_services:
+                return None
             if locked.status == ConnectedAccount.Status.NEEDS_RECONNECT:
                 raise NeedsReconnect(
                     locked.status_reason or locked.connector.reconnect_reason, account_id=locked.pk
@@ -335,3 +341,30 @@ def account_check(account):
         if held:
             raise MarkHeld(account_id=account.pk) from error
         raise NeedsReconnect(connector.reconnect_reason, account_id=account.pk) from error
+
+
+@dataclass(frozen=True)
+class RefreshNow:
+    """What the admin's "Refresh the token now" did."""
+
+    account: ConnectedAccount
+    refreshed: bool
+    # Why nothing was refreshed, and how the provider saw the grant instead (None: it offers no check).
+    note: str = ""
+    grant: dict | None = None
+
+
+def account_refresh_now(account):
+    """Refresh even a valid token; one that does not expire is checked at the provider instead.
+
+    Nothing here marks an account that has no refresh token: the grant
+    check alone may, on the provider's refusal of the token itself.
+    """
+    try:
+        return RefreshNow(account=account_refresh(account, force=True).account, refreshed=True)
+    except NothingToRefresh as nothing:
+        try:
+            grant = account_check(account)
+        except NotSupported:
+            grant = None
+        return RefreshNow(account=account, refreshed=False, note=str(nothing), grant=grant)

@@ -22,6 +22,7 @@ import requests
 from django import forms
 from django.contrib.auth.models import Permission
 from django.core.mail.backends.base import BaseEmailBackend
+from django.core import mail
 from django.core.management import call_command
 from django.db import connection
 from django.urls import reverse
@@ -30,7 +31,7 @@ from django.utils.html import escape
 
 from connectors.base import ConfigField, Connector
 from connectors.config import config_update
-from connectors.exceptions import NeedsReconnect
+from connectors.exceptions import CredentialsRefused, NeedsReconnect
 from connectors.models import ConnectedAccount, ConnectorConfig, ConnectorValue
 from connectors.tokens import fresh_access_token
 from tests.conftest import BOT_TOKEN, CLIENT_ID, CLIENT_SECRET, SERVICE_ID
@@ -53,6 +54,14 @@ def connector_settings(settings, provider="discord", **values):
         **settings.CONNECTORS,
         provider: {**settings.CONNECTORS.get(provider, {}), **values},
     }
+
+
+ACCOUNT_ADMIN = "/admin/connectors/connectedaccount/"
+
+
+def account_admin_action(staff, name, account):
+    """Run an action of the admin's account list on ``account``; the page it ends on."""
+    return staff.post(ACCOUNT_ADMIN, {"action": name, "_selected_action": [account.pk]}, follow=True).content.decode()
 
 
 def config_admin_url(view):
@@ -498,6 +507,26 @@ class ConnectorConformance:
         assert account.status_reason == stored.connector.reconnect_reason
         page = client_alice.get(reverse("accounts")).content.decode()
         assert "Reconnect</a>" in page
+
+    def test_refused_client_credentials_flag_the_connector_and_mark_no_account(self, stored, client_alice):
+        connector = stored.connector
+        self.connect(client_alice, stored)
+        account = ConnectedAccount.objects.get()
+        ConnectedAccount.objects.filter(pk=account.pk).update(expires_at=timezone.now())
+        secrets_ = {key: value for key, value in stored.wrong_values.items() if key in connector.secret_keys}
+        config_update(service_id=connector.service_id, values=secrets_)
+        with pytest.raises(CredentialsRefused):
+            fresh_access_token(account)
+        account.refresh_from_db()
+        assert account.status == ConnectedAccount.Status.ACTIVE and account.marked_by == ""
+        assert stored.grant_alive(account) and not mail.outbox
+        config = ConnectorConfig.objects.get(service_id=connector.service_id)
+        assert config.credentials_refused_at is not None and "client credentials" in config.credentials_refused
+        # The right secret again clears the flag, and the refresh goes through.
+        config_update(service_id=connector.service_id, values=stored.values)
+        assert ConnectorConfig.objects.get(service_id=connector.service_id).credentials_refused_at is None
+        old = account.access_token
+        assert fresh_access_token(account) != old
 
     def test_disconnect_deletes_the_account_and_ends_the_grant_or_says_how(self, stored, client_alice):
         connector = stored.connector

@@ -6,9 +6,9 @@ from django.test import Client
 
 from connectors.models import ConnectedAccount
 
-from tests.helpers import connect
+from tests.helpers import account_admin_action as run_action, connect
 
-URL = "/admin/connectors/connectedaccount/"
+from tests.helpers import ACCOUNT_ADMIN as URL
 
 
 @pytest.fixture
@@ -63,10 +63,6 @@ def test_the_list_decrypts_no_token(staff, account, monkeypatch):
 
     monkeypatch.setattr(fields.upstream, "decrypt_str", refuse)
     assert staff.get(URL).status_code == 200
-
-
-def run_action(staff, name, account):
-    return staff.post(URL, {"action": name, "_selected_action": [account.pk]}, follow=True).content.decode()
 
 
 def test_refresh_now_rotates_the_tokens(staff, account, standin):

@@ -5,6 +5,7 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandError
 
 from connectors.audit import command_done
+from connectors.cache import CACHE_ERRORS
 from connectors.brake import held_problem
 from connectors.revocations import pending_revocations_count, revocations_retry
 from connectors.sweep import DEFAULT_MAX_TIME, due_accounts, due_queryset, refresh_due
@@ -82,7 +83,18 @@ class Command(BaseCommand):
             help="List the accounts that would be refreshed; change nothing.",
         )
 
-    def handle(self, *args, within, workers, batch_size, max_time, dry_run, **options):
+    def handle(self, *args, **options):
+        try:
+            self.run(**options)
+        except CACHE_ERRORS as error:
+            # Our database or cache, before or between refreshes: what a provider answered is stored
+            # or revoked by the refresh itself (connectors.tokens), never dropped here.
+            raise CommandError(
+                f"The database or the shared cache cannot be reached ({type(error).__name__}). "
+                "Check DATABASE_URL and CACHE_URL, then run again."
+            ) from None
+
+    def run(self, *, within, workers, batch_size, max_time, dry_run, **options):
         window = parse_duration(within)
         deadline = parse_duration(max_time, "--max-time")
         if dry_run:
@@ -121,6 +133,11 @@ class Command(BaseCommand):
             problems.append(
                 f"{summary.failed} account(s) could not be refreshed; the log and each "
                 "account's last error say why. Run again later to retry them."
+            )
+        if summary.credentials_refused:
+            problems.append(
+                f"{', '.join(summary.credentials_refused)} refused the client credentials: no account was "
+                "touched. Correct them in the admin (Test credentials), then run again."
             )
         if summary.held:
             problems.append(held_problem(summary.held))

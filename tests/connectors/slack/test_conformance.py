@@ -6,13 +6,14 @@ scopes (the account holds the person's token, the workspace the bot's).
 """
 
 import pytest
+from django.core import mail
 from django.utils import timezone
 
 from connectors.config import config_update
 from connectors.models import AccountServer, ConnectedAccount
 from connectors.registry import registry
 from connectors.tokens import fresh_access_token
-from tests.helpers import ConnectorConformance, slack_harness
+from tests.helpers import ConnectorConformance, account_admin_action, slack_harness
 
 SLACK = "appmixer:slack"
 
@@ -44,6 +45,24 @@ class TestSlackConformance(ConnectorConformance):
         assert len(slack_standin.calls) == calls
         assert stored.connector.grant_info(account.access_token) == {"scopes": "chat:write channels:read",
                                                                      "expires": ""}
+
+    def test_refresh_now_of_a_token_that_does_not_expire_checks_the_grant_and_marks_nothing(
+        self, stored, slack_standin, alice, client_alice, admin_client, api
+    ):
+        slack_standin.app.token_rotation = False
+        alice.email = "alice@example.com"
+        alice.save()
+        self.connect(client_alice, stored)
+        account = ConnectedAccount.objects.get()
+
+        page = account_admin_action(admin_client, "refresh_now", account)
+
+        assert "This token does not expire; nothing to refresh. The grant check passed" in page
+        account.refresh_from_db()
+        assert account.status == ConnectedAccount.Status.ACTIVE and account.last_error == ""
+        assert not mail.outbox
+        answer = api.post(f"/api/v1/accounts/{account.pk}/token")
+        assert answer.status_code == 200 and answer.json()["access_token"] == account.access_token
 
     def test_with_user_scopes_the_account_holds_the_persons_token_and_the_workspace_the_bots(
         self, stored, slack_standin, client_alice
