@@ -628,8 +628,9 @@ class PendingRevocationAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         extra_context = {
             "title": "Pending revocations",
-            "subtitle": "Grants the provider gave us that could not be stored; they are revoked again "
-            "on every refresh_tokens run for 24 hours.",
+            "subtitle": "Grants no longer stored here (never stored, replaced by a reconnect, or "
+            "disconnected) whose revocation the provider did not confirm; they are revoked again on "
+            "every refresh_tokens run for 24 hours.",
             **(extra_context or {}),
         }
         return super().changelist_view(request, extra_context)

@@ -1,6 +1,7 @@
-"""Grants the provider gave us that we could not store: revoke them, or keep them to revoke again.
+"""Grants no longer stored here: revoke them, or keep them to revoke again.
 
-Such a grant is live at the provider and known nowhere here, so it is
+A grant we could not store, the one a reconnect replaced, a disconnected
+account's: each is live at the provider and known nowhere here, so it is
 revoked at once, outside the shared pace (``ratelimit.unpaced``): the cache
 may be what just failed. When the provider does not confirm, the tokens are
 kept, encrypted, in PendingRevocation (written through ``store_retrying``,

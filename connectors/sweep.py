@@ -241,6 +241,11 @@ class _Run:
             outcome, wait = FAILED, 0
             try:
                 outcome, wait = _refresh_one(pk, margin=self.margin, refused=self.refused)
+                if outcome == CREDENTIALS_REFUSED:
+                    # Before this refresh makes room: the next one must already skip that connector.
+                    with self.lock:
+                        self._refused(wait)
+                    outcome = SKIPPED
             finally:
                 self._leave(outcome)
             with self.lock:
@@ -248,9 +253,6 @@ class _Run:
                     self.summary.stopped_by = wait
                     self.stop.set()
                     return
-                if outcome == CREDENTIALS_REFUSED:
-                    self._refused(wait)
-                    outcome = SKIPPED
                 if outcome == FAULT:
                     outcome = FAILED
                 if outcome == RATE_LIMITED:

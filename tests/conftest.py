@@ -66,6 +66,18 @@ def _no_internet(monkeypatch):
 
 
 @pytest.fixture
+def killable_cache(settings):
+    """Django's cache on a Redis of the test's own (tests/faults.py), which the test may kill."""
+    from tests.faults import RedisServer
+
+    with RedisServer() as server:
+        settings.CACHES = {
+            "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": server.url()}
+        }
+        yield server
+
+
+@pytest.fixture
 def alice(db):
     from django.contrib.auth import get_user_model
 

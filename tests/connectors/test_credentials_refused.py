@@ -36,7 +36,7 @@ def flag():
 
 
 def test_a_sweep_over_a_refused_secret_marks_no_one_calls_once_and_says_so_once(
-    standin, alice_mail, caplog
+    transactional_db, standin, alice_mail, caplog
 ):
     seed_many(standin, alice_mail, 30, expires_in=60)
     refuse_the_secret()

@@ -9,24 +9,14 @@ import pytest
 from connectors.exceptions import ServiceUnavailable
 from connectors.models import ConnectedAccount
 from connectors.tokens import fresh_access_token
-from tests.faults import RedisServer, at
+from tests.faults import at
 from tests.helpers import decide, finish, seed_account, start
 
 
-@pytest.fixture
-def redis_cache(settings):
-    """Django's cache on a Redis this test may kill."""
-    with RedisServer() as server:
-        settings.CACHES = {
-            "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": server.url()}
-        }
-        yield server
-
-
-def test_a_refresh_answered_while_the_cache_is_dead_is_stored(standin, alice, redis_cache, caplog):
+def test_a_refresh_answered_while_the_cache_is_dead_is_stored(standin, alice, killable_cache, caplog):
     account = seed_account(standin, alice, expires_in=60)
     standin.delay_answer_next("token.refresh_token", seconds=1.0)
-    kill = at(0.3, redis_cache.kill)
+    kill = at(0.3, killable_cache.kill)
     caplog.set_level(logging.WARNING, logger="connectors")
 
     token = fresh_access_token(account)
@@ -43,9 +33,9 @@ def test_a_refresh_answered_while_the_cache_is_dead_is_stored(standin, alice, re
         assert secret not in caplog.text
 
 
-def test_with_the_cache_dead_before_a_refresh_nothing_is_sent_and_nothing_changes(standin, alice, redis_cache):
+def test_with_the_cache_dead_before_a_refresh_nothing_is_sent_and_nothing_changes(standin, alice, killable_cache):
     account = seed_account(standin, alice, expires_in=60)
-    redis_cache.kill()
+    killable_cache.kill()
 
     with pytest.raises(ServiceUnavailable, match="cannot reach its shared cache"):
         fresh_access_token(account)
@@ -56,9 +46,9 @@ def test_with_the_cache_dead_before_a_refresh_nothing_is_sent_and_nothing_change
     assert stored.refresh_token == account.refresh_token
 
 
-def test_the_api_says_the_dead_cache_is_ours_not_the_providers(api, standin, alice, redis_cache):
+def test_the_api_says_the_dead_cache_is_ours_not_the_providers(api, standin, alice, killable_cache):
     account = seed_account(standin, alice, expires_in=60)
-    redis_cache.kill()
+    killable_cache.kill()
 
     response = api.post(f"/api/v1/accounts/{account.pk}/token")
 
@@ -68,11 +58,11 @@ def test_the_api_says_the_dead_cache_is_ours_not_the_providers(api, standin, ali
     assert standin.count("token") == 0
 
 
-def test_the_cache_back_after_a_blip_serves_the_next_call(api, standin, alice, redis_cache):
+def test_the_cache_back_after_a_blip_serves_the_next_call(api, standin, alice, killable_cache):
     account = seed_account(standin, alice, expires_in=60)
-    redis_cache.kill()
+    killable_cache.kill()
     assert api.post(f"/api/v1/accounts/{account.pk}/token").status_code == 503
-    redis_cache.restart()
+    killable_cache.restart()
 
     response = api.post(f"/api/v1/accounts/{account.pk}/token")
 
@@ -80,10 +70,10 @@ def test_the_cache_back_after_a_blip_serves_the_next_call(api, standin, alice, r
     assert standin.access_token_valid(response.json()["access_token"])
 
 
-def test_a_code_exchanged_while_the_cache_dies_leaves_no_live_grant(client_alice, standin, redis_cache, caplog):
+def test_a_code_exchanged_while_the_cache_dies_leaves_no_live_grant(client_alice, standin, killable_cache, caplog):
     callback = decide(standin, start(client_alice))
     standin.delay_answer_next("token.authorization_code", seconds=1.0)
-    kill = at(0.3, redis_cache.kill)
+    kill = at(0.3, killable_cache.kill)
 
     response = finish(client_alice, callback)
     kill.join()
@@ -97,9 +87,9 @@ def test_a_code_exchanged_while_the_cache_dies_leaves_no_live_grant(client_alice
     assert "LEAKED" not in caplog.text
 
 
-def test_the_accounts_page_renders_while_the_cache_is_dead(client_alice, standin, alice, redis_cache):
+def test_the_accounts_page_renders_while_the_cache_is_dead(client_alice, standin, alice, killable_cache):
     seed_account(standin, alice, expires_in=3600)
-    redis_cache.kill()
+    killable_cache.kill()
 
     response = client_alice.get("/accounts/")
 
