@@ -193,8 +193,8 @@ class ConnectorConfigAdmin(admin.ModelAdmin):
             if obj is not None and obj.credentials_refused_at:
                 self.message_user(
                     request,
-                    f"{connector.name} refused these client credentials at {utc_minutes(obj.credentials_refused_at)} "
-                    f"({obj.credentials_refused}). No account was marked and no one was mailed; refreshes of "
+                    f"{connector.name} refused these client credentials at {utc_minutes(obj.credentials_refused_at)}: "
+                    f"{obj.credentials_refused.rstrip('.')}. No account was marked and no one was mailed; refreshes of "
                     "this connector fail until they are corrected. Saving a new secret or a green Test "
                     "credentials clears this.",
                     messages.ERROR,
@@ -590,7 +590,10 @@ class PendingRevocationAdmin(admin.ModelAdmin):
     Rows are made only by a failed revocation; deleting one gives its grant up.
     """
 
-    list_display = ("connector_name", "uid", "what", "created", "attempts", "error", "gives_up")
+    # Fits 1280 px beside the admin's menu and the filter: the connector and the
+    # person share one column, as do when the grant was kept and when it is given up.
+    list_display = ("grant", "what", "created", "attempts", "error")
+    list_display_links = ("grant",)
     list_filter = (ServiceFilter,)
     search_fields = ("uid",)
     # Not even masked: the tokens are not read at all.
@@ -601,26 +604,25 @@ class PendingRevocationAdmin(admin.ModelAdmin):
     class Media:
         css = {"all": ["connectors/admin.css"]}
 
-    @admin.display(description="Connector", ordering="service_id")
-    def connector_name(self, obj):
+    @admin.display(description="Grant", ordering="service_id")
+    def grant(self, obj):
         try:
-            return registry.get(obj.service_id).name
+            name = registry.get(obj.service_id).name
         except UnknownConnector:
-            return obj.service_id
+            name = obj.service_id
+        return format_html('{}<br><span class="quiet">{}</span>', name, f"user {obj.uid}" if obj.uid else "user unknown")
 
     @admin.display(description="Created", ordering="created_at")
     def created(self, obj):
-        return utc_minutes(obj.created_at)
+        return format_html(
+            '{}<br><span class="quiet">gives up {}</span>', utc_minutes(obj.created_at), utc_minutes(gives_up_at(obj))
+        )
 
     @admin.display(description="Last error", ordering="last_attempt_at")
     def error(self, obj):
         if not obj.last_error:
             return ""
         return format_html('<span title="{}">{}</span>', obj.last_error, Truncator(obj.last_error).chars(40))
-
-    @admin.display(description="Gives up at")
-    def gives_up(self, obj):
-        return utc_minutes(gives_up_at(obj))
 
     def get_queryset(self, request):
         return super().get_queryset(request).defer("access_token", "refresh_token")
@@ -667,5 +669,5 @@ class PendingRevocationAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{name}: another run is trying it now.", messages.INFO)
             else:
                 row.refresh_from_db(fields=["last_error"])
-                self.message_user(request, f"{name}: still pending ({row.last_error}).", messages.WARNING)
+                self.message_user(request, f"{name}: still pending ({row.last_error.rstrip('.')}).", messages.WARNING)
             self.log_change(request, row, f"Tried to revoke again: {outcome or 'held by another run'}")

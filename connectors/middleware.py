@@ -13,7 +13,7 @@ from django.shortcuts import render
 
 from .cache import CACHE_ERRORS, UNREACHABLE
 from .checks import UNREADABLE_MESSAGE
-from .exceptions import EncryptionKeyError, RateLimited, ServiceUnavailable
+from .exceptions import EncryptionKeyError, RateLimited, ServiceUnavailable, UnknownConnector
 from .ratelimit import waits_within
 from .registry import registry
 
@@ -102,12 +102,23 @@ class OwnFaults:
         wait = max(1, round(wait))
         try:
             # The page asks for the user, whose session lives in the database that may be down.
-            response = render(request, "connectors/outage.html", {"message": message, "wait": wait}, status=503)
+            response = render(request, "connectors/outage.html",
+                              {"message": message, "wait": wait, "connector": _page_connector(request)}, status=503)
         except DatabaseError:
             response = HttpResponse(f"{message} Please try again in {wait} seconds.", status=503,
                                     content_type="text/plain; charset=utf-8")
         response["Retry-After"] = str(wait)
         return response
+
+
+def _page_connector(request):
+    """The connector whose page failed (/auth/<provider>/...), to say it is not at fault; else None."""
+    match = getattr(request, "resolver_match", None)
+    provider = match.kwargs.get("provider") if match is not None else None
+    try:
+        return registry.by_provider(provider) if provider else None
+    except UnknownConnector:
+        return None
 
 
 class NotAllowedPage:
