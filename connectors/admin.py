@@ -409,11 +409,8 @@ class HeldMarksAdmin:
         extra_context = {**(extra_context or {}), "held_marks": self._held_marks(request)}
         return super().changelist_view(request, extra_context)
 
-    def _may_settle_held_marks(self, request):
-        return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")
-
     def _held_marks(self, request):
-        can_act = self._may_settle_held_marks(request)
+        can_act = self.has_act_permission(request)
         name = f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_held_marks"
         held = []
         for service_id, (count, since) in marks_held().items():
@@ -434,7 +431,7 @@ class HeldMarksAdmin:
         settle = self.HELD_MARK_CHOICES.get(choice)
         if settle is None or service_id not in registry.connectors:
             raise Http404("No such connector or choice.")
-        if not self._may_settle_held_marks(request):
+        if not self.has_act_permission(request):
             raise PermissionDenied
         record = (
             "Confirmed the held needs-reconnect mark" if choice == "confirm"
@@ -450,8 +447,24 @@ class HeldMarksAdmin:
         return redirect(f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_changelist")
 
 
+class ActionsOnly:
+    """Rows nobody adds or edits by hand: the actions do the work, for those allowed to ``act``."""
+
+    # The model permission an action needs ("act" in an action's permissions).
+    act_permission = "change"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_act_permission(self, request):
+        return request.user.has_perm(f"{self.opts.app_label}.{self.act_permission}_{self.opts.model_name}")
+
+
 @admin.register(ConnectedAccount)
-class ConnectedAccountAdmin(HeldMarksAdmin, admin.ModelAdmin):
+class ConnectedAccountAdmin(HeldMarksAdmin, ActionsOnly, admin.ModelAdmin):
     """End users' accounts: searchable, filterable, never showing a token.
 
     Rows are made only by the connect flow; the actions call the same
@@ -506,16 +519,6 @@ class ConnectedAccountAdmin(HeldMarksAdmin, admin.ModelAdmin):
             for notice in pause_notices():
                 self.message_user(request, notice, messages.WARNING)
         return super().changelist_view(request, extra_context)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        # Nothing on the page is edited by hand; the actions below do the work.
-        return False
-
-    def has_act_permission(self, request):
-        return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")
 
     def get_actions(self, request):
         # Deleting must go through the revocation, never around it.
@@ -584,7 +587,10 @@ class ConnectedAccountAdmin(HeldMarksAdmin, admin.ModelAdmin):
 
 
 @admin.register(PendingRevocation)
-class PendingRevocationAdmin(admin.ModelAdmin):
+class PendingRevocationAdmin(ActionsOnly, admin.ModelAdmin):
+    # Its action may delete the row it revokes.
+    act_permission = "delete"
+
     """Grants kept to revoke again (connectors.revocations): listed, retried, deleted; tokens never shown.
 
     Rows are made only by a failed revocation; deleting one gives its grant up.
@@ -636,15 +642,6 @@ class PendingRevocationAdmin(admin.ModelAdmin):
             **(extra_context or {}),
         }
         return super().changelist_view(request, extra_context)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_act_permission(self, request):
-        return request.user.has_perm(f"{self.opts.app_label}.delete_{self.opts.model_name}")
 
     def delete_model(self, request, obj):
         revocation_dropped(obj, by=request.user.get_username())
