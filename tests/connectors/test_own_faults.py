@@ -3,8 +3,10 @@ killed while the stand-in holds its answer back (tests/faults.py). On both datab
 through gunicorn, and the database cut, are in tests/production/test_own_faults.py."""
 
 import logging
+from io import StringIO
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from connectors.exceptions import ServiceUnavailable
 from connectors.models import ConnectedAccount
@@ -94,3 +96,16 @@ def test_the_accounts_page_renders_while_the_cache_is_dead(client_alice, standin
     response = client_alice.get("/accounts/")
 
     assert response.status_code == 200
+
+
+def test_commands_stop_non_zero_naming_the_cache_and_send_nothing(standin, alice, killable_cache):
+    seed_account(standin, alice, expires_in=60)
+    killable_cache.kill()
+
+    with pytest.raises(CommandError, match=r"shared cache.*CACHE_URL"):
+        call_command("refresh_tokens", "--within", "1d", stdout=StringIO())
+    with pytest.raises(CommandError, match="shared cache"):
+        call_command("check_connector", "appmixer:discord", stdout=StringIO())
+
+    assert standin.count("token.refresh_token") == 0
+    assert not ConnectedAccount.objects.exclude(status=ConnectedAccount.Status.ACTIVE).exists()
