@@ -98,7 +98,10 @@ def test_the_accounts_page_renders_while_the_cache_is_dead(client_alice, standin
     assert response.status_code == 200
 
 
-def test_commands_stop_non_zero_naming_the_cache_and_send_nothing(standin, alice, killable_cache):
+def test_commands_stop_non_zero_naming_the_cache_and_send_nothing(
+    transactional_db, standin, alice, killable_cache
+):
+    """transactional_db: on PostgreSQL the sweep's worker threads read the seeded account."""
     seed_account(standin, alice, expires_in=60)
     killable_cache.kill()
 
