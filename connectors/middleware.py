@@ -97,7 +97,7 @@ class OwnFaults:
             message = UNREACHABLE
         else:
             return None
-        logger.error("%s %s: our own infrastructure failed (%s)", request.method, request.path,
+        logger.error("%s %s: answered 503, our own side could not serve it (%s)", request.method, request.path,
                      type(exception).__name__)
         wait = max(1, round(wait))
         try:
