@@ -414,10 +414,27 @@ class Connector:
     # Whether /webhooks/<provider>/events takes this provider's events; 404 otherwise.
     accepts_events: bool = False
 
+    @property
+    def event_headers(self):
+        """The shape of the headers a delivery is signed with: {header name: compiled pattern}; none by default.
+
+        The events endpoint reads each of them before anything else does
+        (before the body, before ``event_verify``) and refuses the delivery
+        with 401 when one is missing, is not ASCII, or does not match its
+        pattern in full (``re.fullmatch``). Write the patterns with explicit
+        ASCII classes and a bound, ``[0-9]{1,12}`` or ``[0-9a-f]{128}``:
+        never ``\\d`` (any script's digits) nor ``str.isdigit`` (which takes
+        "²", and 4,301 digits, both of which ``int()`` refuses), so that
+        ``event_verify`` and ``event_read`` only ever see a value of the
+        declared shape. A connector overrides it with a class attribute.
+        """
+        return {}
+
     def event_verify(self, headers, body, values):
         """Prove that the provider sent ``body`` (bytes) with ``headers``; raise EventRefused if not.
 
-        Called before anything reads the body. ``values`` is the stored
+        Called before anything reads the body, once every header of
+        ``event_headers`` has its declared shape. ``values`` is the stored
         configuration (a key to verify with, say).
         """
         raise EventRefused(f"{self.name} events are not taken here.")

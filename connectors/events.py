@@ -1,14 +1,17 @@
 """Events the provider sends to /webhooks/<provider>/events: verified, taken once, then acted on.
 
-The provider's signature is checked before the body is read; an event that
-is not proven gets nothing but a refusal. A proven delivery is remembered
-(EventDelivery, for EVENT_MEMORY) in the transaction that acts on it, so
-the same delivery posted again changes nothing. Acting on one is quick (a
-few row updates), since providers give the endpoint a few seconds to answer.
+The provider's signature headers are read strictly, against the shapes its
+connector declares (``event_headers``), before anything else reads them and
+before the body is read; then the signature is checked. An event that is not
+proven gets nothing but a refusal (401), never a 500. A proven delivery is
+remembered (EventDelivery, for EVENT_MEMORY) in the transaction that acts on
+it, so the same delivery posted again changes nothing. Acting on one is quick
+(a few row updates), since providers give the endpoint a few seconds to answer.
 """
 
 import hashlib
 import logging
+import re
 from datetime import timedelta
 
 from django.db import DatabaseError, IntegrityError, transaction
@@ -29,6 +32,39 @@ MAX_EVENT_BYTES = 64 * 1024
 # ahead make ten).
 EVENT_MEMORY = timedelta(minutes=10)
 KEY_LENGTH = EventDelivery._meta.get_field("key").max_length
+# A Content-Length as the endpoint takes it: ASCII digits, no more of them
+# than MAX_EVENT_BYTES has (Django reads it with int(), which refuses "²"
+# and 4,301 digits alike).
+CONTENT_LENGTH = re.compile(r"[0-9]{1,%d}" % len(str(MAX_EVENT_BYTES)))
+
+
+def event_headers_check(connector, headers):
+    """Refuse (EventRefused) a delivery whose signature headers do not have the declared shapes.
+
+    Every header of the connector's ``event_headers`` must be there, ASCII,
+    and match its pattern in full; the header's value is never repeated in
+    the refusal (it is the caller's, not ours to log). Runs before anything
+    else reads the headers: ``event_verify`` and ``event_read`` only ever
+    see values of the declared shape.
+    """
+    for name, pattern in connector.event_headers.items():
+        value = headers.get(name)
+        if not isinstance(value, str) or not value.isascii() or pattern.fullmatch(value) is None:
+            raise EventRefused(f"The {name} header is missing or malformed.")
+
+
+def event_length_check(content_length):
+    """Refuse (EventRefused) a delivery whose Content-Length is malformed or over MAX_EVENT_BYTES.
+
+    Read before the body is, so that a long or a lying body is never read:
+    Django's own reading would take ``int()`` of any text (a 500 for "²").
+    None or "" (no Content-Length) passes; the body's length is checked
+    again once read.
+    """
+    if not content_length:
+        return
+    if CONTENT_LENGTH.fullmatch(content_length) is None or int(content_length) > MAX_EVENT_BYTES:
+        raise EventRefused("The event is too large, or its Content-Length is malformed.")
 
 
 @sensitive_variables("values")
@@ -36,8 +72,11 @@ def event_take(*, connector, headers, body, now=None):
     """Verify, take once and act on one delivery; raises EventRefused for one that is not proven.
 
     Returns the ProviderEvent, for the caller's answer; a delivery taken
-    already is answered the same way, and changes nothing.
+    already is answered the same way, and changes nothing. The signature
+    headers' shapes are checked first (``event_headers_check``), whoever
+    calls.
     """
+    event_headers_check(connector, headers)
     if len(body) > MAX_EVENT_BYTES:
         raise EventRefused("The event is too large.")
     try:

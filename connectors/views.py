@@ -21,6 +21,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from backoffice.throttles import signup_wait, throttled_response
+
 from .accounts import account_disconnect, accounts_of
 from .breaker import pause_notices
 from .config import config_keys_set, config_versions
@@ -34,7 +36,7 @@ from .exceptions import (
     StateMismatch,
     UnknownConnector,
 )
-from .events import event_take
+from .events import event_headers_check, event_length_check, event_take
 from .servers import server_channels, server_test_message
 from .flow import flow_finish, flow_start
 from .middleware import busy_response
@@ -79,11 +81,19 @@ class LogoutView(auth_views.LogoutView):
 @sensitive_post_parameters("password1", "password2")
 @require_http_methods(["GET", "POST"])
 def signup(request):
-    """Django's UserCreationForm, when the operator turned SIGNUP_ENABLED on."""
+    """Django's UserCreationForm, when the operator turned SIGNUP_ENABLED on.
+
+    Every POST counts against the client address's SIGNUP_RATE; past it, our
+    429 page and nothing is created (backoffice.throttles).
+    """
     if not settings.SIGNUP_ENABLED:
         raise Http404("Sign-up is off.")
     if request.user.is_authenticated:
         return redirect("accounts")
+    if request.method == "POST":
+        wait = signup_wait(request)
+        if wait is not None:
+            return throttled_response(request, wait)
     form = UserCreationForm(request.POST if request.method == "POST" else None)
     if form.is_valid():
         user = form.save()
@@ -230,11 +240,17 @@ def disconnect(request, pk):
 @csrf_exempt
 @require_POST
 def events(request, provider):
-    """The provider's events: 204 once verified and acted on, 401 for anything not proven."""
+    """The provider's events: 204 once verified and acted on, 401 for anything not proven.
+
+    The signature headers' shapes and the Content-Length are read strictly
+    before the body is read, so that nothing a caller writes there is a 500.
+    """
     connector = _connector(provider)
     if not connector.accepts_events:
         raise Http404("This provider sends no events here.")
     try:
+        event_headers_check(connector, request.headers)
+        event_length_check(request.META.get("CONTENT_LENGTH"))
         event_take(connector=connector, headers=request.headers, body=request.body)
     except EventRefused as error:
         logger.warning("%s event refused: %s", connector.name, error)

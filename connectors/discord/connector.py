@@ -203,6 +203,8 @@ class DiscordConnector(Connector):
         return bot.send_message(server, channel_id, content, values)
 
     accepts_events = True
+    # X-Signature-Ed25519: 128 hex characters; X-Signature-Timestamp: 1–12 ASCII digits.
+    event_headers = events.HEADERS
 
     def event_verify(self, headers, body, values):
         events.event_verify(headers, body, values.get("publicKey"))

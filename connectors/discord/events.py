@@ -11,8 +11,10 @@ event older than a reconnect.
 
 import hashlib
 import json
+import re
 import time
 from datetime import datetime, timezone
+from types import MappingProxyType
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -22,6 +24,16 @@ from connectors.exceptions import EventRefused
 
 MAX_AGE = 300
 HEX = frozenset("0123456789abcdefABCDEF")
+
+# The shape of the two headers Discord signs a delivery with (the
+# connector's ``event_headers``): ASCII only, bounded, read with fullmatch.
+# The Ed25519 signature's 64 bytes in hex (in either case: it verifies the
+# same); the Unix time in seconds (twelve digits reach the year 33658).
+SIGNATURE_HEADER, TIMESTAMP_HEADER = "X-Signature-Ed25519", "X-Signature-Timestamp"
+SIGNATURE = re.compile(r"[0-9a-fA-F]{128}")
+TIMESTAMP = re.compile(r"[0-9]{1,12}")
+HEADERS = MappingProxyType({SIGNATURE_HEADER: SIGNATURE, TIMESTAMP_HEADER: TIMESTAMP})
+USER_ID = re.compile(r"[0-9]{1,20}")
 
 # Discord's event types (topics/webhook-events) and what the framework does with them.
 KINDS = {"APPLICATION_DEAUTHORIZED": "removed", "APPLICATION_AUTHORIZED": "authorized"}
@@ -33,14 +45,20 @@ def _hex(value, length):
     return bytes.fromhex(value)
 
 
+def _stamp(headers):
+    """The signed timestamp header when it has its shape (1–12 ASCII digits), else None."""
+    stamp = headers.get(TIMESTAMP_HEADER)
+    return stamp if isinstance(stamp, str) and TIMESTAMP.fullmatch(stamp) else None
+
+
 def event_verify(headers, body, public_key, *, now=None):
     """Refuse (EventRefused) a delivery whose signature or age is wrong."""
-    signature = _hex(headers.get("X-Signature-Ed25519"), 128)
-    stamp = headers.get("X-Signature-Timestamp") or ""
+    signature = _hex(headers.get(SIGNATURE_HEADER), 128)
+    stamp = _stamp(headers)
     key = _hex(public_key, 64)
     if key is None:
         raise EventRefused("No public key is stored (publicKey), so no event can be verified.")
-    if signature is None or not stamp.isdigit():
+    if signature is None or stamp is None:
         raise EventRefused("The signature headers are missing or malformed.")
     if abs((time.time() if now is None else now) - int(stamp)) > MAX_AGE:
         raise EventRefused("The event's timestamp is more than five minutes off.")
@@ -56,7 +74,7 @@ def event_key(headers):
     The bytes, not the header's text: the same signature written in capitals
     verifies too, and must not pass for another delivery.
     """
-    return hashlib.sha256(_hex(headers.get("X-Signature-Ed25519"), 128) or b"").hexdigest()
+    return hashlib.sha256(_hex(headers.get(SIGNATURE_HEADER), 128) or b"").hexdigest()
 
 
 def _when(value):
@@ -71,9 +89,9 @@ def _when(value):
 
 
 def _signed_at(headers):
-    stamp = headers.get("X-Signature-Timestamp") or ""
+    stamp = _stamp(headers)
     try:
-        return datetime.fromtimestamp(int(stamp), tz=timezone.utc) if stamp.isdigit() else None
+        return datetime.fromtimestamp(int(stamp), tz=timezone.utc) if stamp is not None else None
     except (OverflowError, ValueError, OSError):
         return None
 
@@ -94,7 +112,7 @@ def event_read(headers, body):
     data = event.get("data") if isinstance(event.get("data"), dict) else {}
     user = data.get("user") if isinstance(data.get("user"), dict) else {}
     uid = user.get("id")
-    uids = (uid,) if isinstance(uid, str) and uid.isdigit() else ()
+    uids = (uid,) if isinstance(uid, str) and USER_ID.fullmatch(uid) else ()
     kind = KINDS.get(name, "other")
     return ProviderEvent(
         kind if uids or kind == "other" else "other", uids=uids, name=name[:60],
