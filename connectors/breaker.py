@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from django.conf import settings
 from django.core.cache import caches
 
-from .cache import after_answer, before_call
+from .cache import after_answer, before_call, cache_fail_open
 from .exceptions import CircuitOpen, ProviderError, ProviderUnavailable, RateLimited
 
 logger = logging.getLogger("connectors.breaker")
@@ -159,10 +159,11 @@ def pause_notices():
     breakers = [(connector, Breaker(connector.service_id)) for connector in registry]
     if not breakers:
         return []
-    known = {}
     # A page that only shows notices still renders while the cache is down.
-    with after_answer("reading whether refreshes are paused"):
-        known = breakers[0][1].cache.get_many([breaker._key("until") for _, breaker in breakers])
+    known = cache_fail_open(
+        "the notice of paused refreshes", breakers[0][1].cache.get_many,
+        [breaker._key("until") for _, breaker in breakers], default={},
+    )
     notices = []
     for connector, breaker in breakers:
         until = known.get(breaker._key("until"), 0.0)

@@ -10,6 +10,11 @@ server. Its failure means two different things, depending on when it comes:
 - **after an answer**: the provider has acted (a refresh has rotated the
   tokens, a code has been spent), so the answer must reach the code that
   stores it; the bookkeeping is skipped and logged at WARNING.
+
+Work that only guards a request (a throttle, a count of failed attempts)
+fails open instead: the request goes on, with a WARNING (cache_fail_open).
+How long a failure may take is bounded by CACHE_CONNECT_TIMEOUT and
+CACHE_TIMEOUT (backoffice/settings.py).
 """
 
 import logging
@@ -72,3 +77,27 @@ def after_answer(what):
             "%s after the provider's answer was skipped: the shared cache failed (%s)", what, type(error).__name__
         )
         forget_broken_connections()
+
+
+def cache_fail_open(what, function, /, *args, default=None, **kwargs):
+    """``function(*args, **kwargs)``, cache work that only guards a request; ``default`` if the cache fails.
+
+    For throttles and counts of failed attempts: while the shared cache is
+    down they let requests through rather than refuse them all, each time
+    with one WARNING naming ``what`` ("the sign-up throttle"). What the
+    cache must decide before a call to a provider (the pace, the breaker)
+    refuses instead: before_call. Other errors than the cache's
+    (CACHE_ERRORS) are raised as they are. A hung cache costs at most
+    CACHE_CONNECT_TIMEOUT and CACHE_TIMEOUT per cache command ``function``
+    makes, so keep it to one or two.
+
+        count = cache_fail_open("the sign-up throttle", cache.incr, key)
+        if count is None:
+            ...  # the cache failed: let the request through
+    """
+    try:
+        return function(*args, **kwargs)
+    except CACHE_ERRORS as error:
+        logger.warning("%s let the request through: the shared cache failed (%s)", what, type(error).__name__)
+        forget_broken_connections()
+        return default

@@ -2,7 +2,9 @@
 
 A mock of a dropped connection only shows what the mock's author thought
 a driver does; these kill a real Redis and cut real PostgreSQL sessions, so
-the test sees the errors and reconnects the drivers really produce.
+the test sees the errors and reconnects the drivers really produce. A
+HangingServer accepts connections and never answers: a hung server, which
+only the client's own timeouts end.
 
 Several faults in a row are several ``at`` calls, joined at the end::
 
@@ -161,6 +163,50 @@ class TcpProxy(_Stopping):
         self._acceptor.join(timeout=5)
         self._listener.close()
         self.cut()
+
+
+class HangingServer(_Stopping):
+    """A server that accepts every connection and never answers: a hung cache, as a client sees
+    it (the connect succeeds, every read waits until the client's own timeout).
+
+    It reads nothing and writes nothing; the connections it accepted are held, at most
+    MAX_HELD (a new one past that is closed), until ``stop()`` closes them all.
+    """
+
+    MAX_HELD = 64
+
+    def __init__(self):
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)  # how often the accept loop sees stop()
+        self.port = self._listener.getsockname()[1]
+        self._held = []
+        self._stopping = threading.Event()
+        self._acceptor = threading.Thread(target=self._accept, name=f"hanging:{self.port}", daemon=True)
+        self._acceptor.start()
+
+    def url(self, db=0):
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def _accept(self):
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:  # the listener closed under us
+                return
+            if len(self._held) < self.MAX_HELD:
+                self._held.append(conn)
+            else:
+                conn.close()
+
+    def stop(self):
+        self._stopping.set()
+        self._acceptor.join(timeout=5)
+        self._listener.close()
+        for conn in self._held:
+            conn.close()
+        self._held.clear()
 
 
 class At(threading.Timer):
