@@ -3,6 +3,11 @@
 No session, no cookie: a browser's credentials never reach the API, which is
 why Django REST framework's CSRF check (made for session authentication)
 has nothing to do here.
+
+A refused key (wrong, malformed, revoked) is counted against the caller's
+address (api.throttling.refused_key_wait); past API_AUTH_FAILURE_RATE the
+refusal is a 429 with Retry-After instead of a 401. A valid key is looked up
+first, and never refused by that count.
 """
 
 from django.views.decorators.debug import sensitive_variables
@@ -12,6 +17,7 @@ from rest_framework.permissions import BasePermission
 
 from .keys import note_use, service_key_authenticate
 from .models import TOKENS_READ
+from .throttling import refused_key_wait
 
 
 class ServiceKeyAuthentication(BaseAuthentication):
@@ -24,7 +30,7 @@ class ServiceKeyAuthentication(BaseAuthentication):
             return None
         parts = header.split()
         if len(parts) != 2 or parts[0].lower() != self.keyword:
-            raise exceptions.AuthenticationFailed("Send the key as: Authorization: Bearer <service key>.")
+            self.refuse(request, "Send the key as: Authorization: Bearer <service key>.")
         try:
             presented = parts[1].decode("ascii")
         except UnicodeDecodeError:
@@ -32,9 +38,16 @@ class ServiceKeyAuthentication(BaseAuthentication):
         key = service_key_authenticate(presented)
         if key is None:
             # The same answer for a wrong, unknown and revoked key, and never the key itself.
-            raise exceptions.AuthenticationFailed("This service key is not valid, or was revoked.")
+            self.refuse(request, "This service key is not valid, or was revoked.")
         note_use(key)
         return key, key
+
+    def refuse(self, request, message):
+        """401 with ``message``; 429 once the caller's address has had more refusals than API_AUTH_FAILURE_RATE."""
+        wait = refused_key_wait(request)
+        if wait is not None:
+            raise exceptions.Throttled(wait, "Too many refused service keys from this address.")
+        raise exceptions.AuthenticationFailed(message)
 
     def authenticate_header(self, request):
         # Makes a missing or refused key a 401 (with this challenge), not a 403.

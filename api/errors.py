@@ -10,6 +10,7 @@ import math
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.http import Http404, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -31,7 +32,9 @@ from connectors.exceptions import (
 logger = logging.getLogger("api")
 
 # When the provider failed without saying when to come back (a timeout, a
-# 5xx): as long as the refresh breaker's default cool-down.
+# 5xx): as long as the refresh breaker's default cool-down. Also what a
+# configuration no key decrypts answers: only the operator can mend it, yet
+# every 503 says when to look again.
 DEFAULT_RETRY_AFTER = 60
 
 # Django REST framework's codes for its own errors, named as ours are.
@@ -64,6 +67,7 @@ def api_exception_handler(exc, context):
         return Response(
             error_body("configuration_unreadable", "The service cannot read its stored configuration."),
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(DEFAULT_RETRY_AFTER)},
         )
     if isinstance(exc, CredentialsRefused):
         # The service's own configuration, not the caller's grant: the operator must act.
@@ -117,8 +121,13 @@ def _message(exc, data):
     return str(data)
 
 
+@csrf_exempt
 def not_found(request, *args, **kwargs):
-    """Any other address under /api/: a JSON 404, never a redirect to the address with a slash."""
+    """Any other address under /api/, any method: a JSON 404, never a redirect to the address with a slash.
+
+    Exempt from CSRF like the API's views: the API takes no cookie, so a POST
+    there is a 404 like a GET, never Django's 403 page about an expired form.
+    """
     return JsonResponse(error_body("not_found", "No such endpoint."), status=404)
 
 

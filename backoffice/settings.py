@@ -5,6 +5,7 @@ The environment is read through ``environ.Env``; a ``.env`` file (written by
 to another path, or to an empty string to read none (the tests do).
 """
 
+import math
 import os
 import re
 from datetime import timedelta
@@ -164,19 +165,29 @@ MARK_BRAKE = env.int("MARK_BRAKE", default=25)
 # The HTTP API for other services (the api app): each service key may make
 # this many calls, counted in the shared cache: "600/min", "20/s", "10000/h".
 API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="600/min")
-if not re.fullmatch(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", API_THROTTLE_RATE):
-    raise ImproperlyConfigured(
-        f"API_THROTTLE_RATE={API_THROTTLE_RATE!r} is not a rate such as 600/min (per s, min, hour or day)."
-    )
+# Refused service keys (wrong, malformed, revoked) one client address may
+# present, counted in the shared cache; past it they are answered 429, and a
+# valid key is never refused. The address is the one the sign-in lock-out
+# reads (LOGIN_IP_HEADER, LOGIN_PROXY_COUNT).
+API_AUTH_FAILURE_RATE = env.str("API_AUTH_FAILURE_RATE", default="30/min")
+for _name, _rate, _example in (
+    ("API_THROTTLE_RATE", API_THROTTLE_RATE, "600/min"),
+    ("API_AUTH_FAILURE_RATE", API_AUTH_FAILURE_RATE, "30/min"),
+):
+    if not re.fullmatch(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", _rate):
+        raise ImproperlyConfigured(
+            f"{_name}={_rate!r} is not a rate such as {_example} (per s, min, hour or day)."
+        )
 # Service keys only: no session, so no CSRF (made for cookies) and no
-# browser's login reaching the API; JSON in and out; errors as
-# {"code", "message"} (api.errors).
+# browser's login reaching the API; JSON in and out, whatever Accept says
+# (never a 406); errors as {"code", "message"} (api.errors).
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["api.authentication.ServiceKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["api.authentication.HasScope"],
     "DEFAULT_THROTTLE_CLASSES": ["api.throttling.ServiceKeyThrottle"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "api.serializers.JSONWhateverAccepted",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "api.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
@@ -188,6 +199,11 @@ SPECTACULAR_SETTINGS = {
     # The schema itself is public: it holds nothing a key protects.
     "SERVE_AUTHENTICATION": [],
     "SERVE_INCLUDE_SCHEMA": False,
+    # Each status's headers (WWW-Authenticate, Allow, Retry-After) in every operation that answers it.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "api.views.add_response_headers",
+    ],
 }
 
 # What our pages may load, and where their forms may go (django-csp), enforced
@@ -302,6 +318,22 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # no other server: `manage.py migrate` creates its table. Redis works too:
 # CACHE_URL=redis://127.0.0.1:6379/0.
 CACHES = {"default": env.cache("CACHE_URL", default="dbcache://backoffice_cache")}
+# A cache that is down or hung must cost a request seconds, never a worker:
+# CACHE_CONNECT_TIMEOUT bounds opening a connection to it, CACHE_TIMEOUT each
+# Redis command or database cache statement. A request that finds it hung
+# waits at most two of them (the API's throttle lets the call through, then
+# the read that refuses it), which must stay within REQUEST_MAX_WAIT.
+CACHE_CONNECT_TIMEOUT = env.float("CACHE_CONNECT_TIMEOUT", default=1.0)
+CACHE_TIMEOUT = env.float("CACHE_TIMEOUT", default=2.0)
+for _name, _seconds in (("CACHE_CONNECT_TIMEOUT", CACHE_CONNECT_TIMEOUT), ("CACHE_TIMEOUT", CACHE_TIMEOUT)):
+    if not _seconds > 0:
+        raise ImproperlyConfigured(f"{_name}={_seconds:g} is not a number of seconds above 0.")
+if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
+    # Django hands OPTIONS to redis-py's connection pool. A timeout the
+    # CACHE_URL's query names (?socket_timeout=3) is kept.
+    CACHES["default"].setdefault("OPTIONS", {})
+    CACHES["default"]["OPTIONS"].setdefault("socket_connect_timeout", CACHE_CONNECT_TIMEOUT)
+    CACHES["default"]["OPTIONS"].setdefault("socket_timeout", CACHE_TIMEOUT)
 if CACHES["default"]["BACKEND"] == "django.core.cache.backends.db.DatabaseCache":
     # Expired rows go only when the table outgrows this; every write counts
     # the rows, so it is kept small, yet above what is live at once.
@@ -314,9 +346,17 @@ if CACHES["default"]["BACKEND"] == "django.core.cache.backends.db.DatabaseCache"
         # Its commits need not wait for the disk: what the pace and the breaker
         # keep lasts seconds, and another process sees a commit at once either
         # way (bench/flow.py: a permit cost the callback a second flush).
+        # CACHE_CONNECT_TIMEOUT and CACHE_TIMEOUT bound its connection (libpq
+        # takes whole seconds, and waits at least 2) and each statement on it;
+        # the default connection keeps its own (a refresh may rightly wait for
+        # a row lock).
         _cache_options = dict(DATABASES["default"].get("OPTIONS", {}))
         if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-            _cache_options["options"] = f"{_cache_options.get('options', '')} -c synchronous_commit=off".strip()
+            _cache_options["connect_timeout"] = max(1, math.ceil(CACHE_CONNECT_TIMEOUT))
+            _cache_options["options"] = (
+                f"{_cache_options.get('options', '')} -c synchronous_commit=off "
+                f"-c statement_timeout={max(1, round(CACHE_TIMEOUT * 1000))}"
+            ).strip()
         DATABASES["cache"] = {**DATABASES["default"], "OPTIONS": _cache_options, "TEST": {"MIRROR": "default"}}
         DATABASE_ROUTERS = ["connectors.routers.CacheRouter"]
 
@@ -348,6 +388,11 @@ LOGIN_REDIRECT_URL = "accounts"
 LOGOUT_REDIRECT_URL = "login"
 # End users may create their own login at /accounts/signup/ (404 while off).
 SIGNUP_ENABLED = env.bool("SIGNUP_ENABLED", default=False)
+# Sign-up POSTs one client address may make (backoffice.throttles; the address
+# as the sign-in lock reads it, LOGIN_IP_HEADER), counted in the shared cache.
+SIGNUP_RATE = env.str("SIGNUP_RATE", default="5/h")
+if not re.fullmatch(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", SIGNUP_RATE):
+    raise ImproperlyConfigured(f"SIGNUP_RATE={SIGNUP_RATE!r} is not a rate such as 5/h (per s, min, hour or day).")
 
 # Error reports, the DEBUG page included, hide every stored secret and every
 # token: by variable name, by content, and in the request's parameters.

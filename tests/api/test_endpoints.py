@@ -242,3 +242,124 @@ def test_a_malformed_throttle_rate_stops_start_up_and_says_what_is_wanted():
 
     assert started.returncode != 0
     assert "API_THROTTLE_RATE='lots' is not a rate such as 600/min" in started.stderr
+
+
+def test_a_malformed_auth_failure_rate_stops_start_up_and_says_what_is_wanted():
+    from tests.helpers import PRODUCTION, manage
+
+    started = manage("check", **PRODUCTION, API_AUTH_FAILURE_RATE="30")
+
+    assert started.returncode != 0
+    assert "API_AUTH_FAILURE_RATE='30' is not a rate such as 30/min" in started.stderr
+
+
+UNKNOWN_PATHS = ["/api/v1/health/", "/api/v1/nope", "/api/v1/accounts/abc/token", "/api/v1/accounts/-1/token", "/api"]
+
+
+@pytest.mark.parametrize("method", ["get", "post", "put", "patch", "delete", "head", "options"])
+def test_any_method_on_any_other_address_under_api_is_a_json_404_with_no_csrf_check(service_key, client_alice, method):
+    """The API authenticates by key only: no CSRF check answers 403 there, not even to a signed-in browser."""
+    from django.test import Client
+
+    keyed = Client(enforce_csrf_checks=True, HTTP_AUTHORIZATION=f"Bearer {service_key[1]}")
+    client_alice.handler.enforce_csrf_checks = True
+    for client in (keyed, Client(enforce_csrf_checks=True), client_alice):
+        for path in UNKNOWN_PATHS:
+            response = getattr(client, method)(path, data="{}", content_type="application/json") if method in (
+                "post", "put", "patch") else getattr(client, method)(path)
+            assert response.status_code == 404, (method, path, response.status_code)
+            assert response["Content-Type"] == "application/json"
+            if method != "head":
+                assert response.json() == {"code": "not_found", "message": "No such endpoint."}
+
+
+def test_the_api_s_own_paths_need_no_csrf_token_either(service_key, account):
+    from django.test import Client
+
+    keyed = Client(enforce_csrf_checks=True, HTTP_AUTHORIZATION=f"Bearer {service_key[1]}")
+
+    assert keyed.post(token_url(account)).status_code == 200
+    assert_error(keyed.delete("/api/v1/health"), 405, "method_not_allowed")
+    assert_error(Client(enforce_csrf_checks=True).post(token_url(account)), 401, "not_authenticated")
+
+
+def test_every_answer_of_the_token_endpoint_is_marked_never_to_be_stored(api, client, account):
+    for response in (api.post(token_url(account)), api.post("/api/v1/accounts/987654/token"),
+                     client.post(token_url(account)), api.get(token_url(account))):
+        assert response["Cache-Control"] == "no-store", response.status_code
+    assert api.post(token_url(account)).status_code == 200
+
+
+def test_an_account_id_beyond_64_bits_is_a_404_not_a_database_error(api):
+    for account_id in (2**63 - 1, 2**63, 10**30):
+        assert_error(api.post(f"/api/v1/accounts/{account_id}/token"), 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    "query, status",
+    [
+        ({"user": " alice"}, 404),  # not trimmed: a username the schema allows names nobody
+        ({"user": "a" * 150}, 404),
+        ({"user": "\x01\x7f"}, 404),
+        ({"user": "a" * 151}, 400),
+        ({"user": ""}, 400),
+        ({"user": "ali\x00ce"}, 400),
+        ({"user": "alice", "service": ""}, 400),
+        ({"user": "alice", "service": "appmixer:slack"}, 200),
+    ],
+)
+def test_the_accounts_query_refuses_only_what_the_schema_refuses(api, account, query, status):
+    """The schema's limits (1 to 150 characters without NUL, a registered service id) and no others."""
+    response = api.get("/api/v1/accounts", query)
+
+    if status == 200:
+        assert response.status_code == 200 and response.json() == {"accounts": []}
+    else:
+        assert_error(response, status, {400: "invalid_request", 404: "not_found"}[status])
+
+
+def test_a_nul_in_the_username_is_named_in_the_400(api):
+    body = assert_error(api.get("/api/v1/accounts", {"user": "ali\x00ce"}), 400, "invalid_request")
+    assert body["message"] == "user: Null characters are not allowed."
+
+
+def test_an_unknown_service_id_is_named_in_the_400(api, account):
+    body = assert_error(api.get("/api/v1/accounts", {"user": "alice", "service": "appmixer:nope"}), 400, "invalid_request")
+    assert body["message"] == "service: No connector has the service id 'appmixer:nope'."
+
+
+@pytest.mark.parametrize("accept", ["text/html", "application/xml", "text/plain;q=1, image/png", "*/*", ""])
+def test_the_api_answers_json_whatever_accept_asks(api, account, accept):
+    for response in (api.get("/api/v1/health", HTTP_ACCEPT=accept), api.post(token_url(account), HTTP_ACCEPT=accept),
+                     api.get("/api/v1/accounts", {"user": "alice", "format": "xml"}, HTTP_ACCEPT=accept)):
+        assert response.status_code == 200, (accept, response.status_code)
+        assert response["Content-Type"] == "application/json"
+    # The schema keeps its YAML, and its JSON when asked.
+    assert api.get("/api/v1/schema", HTTP_ACCEPT=accept).content.startswith(b"openapi: 3")
+    assert api.get("/api/v1/schema", {"format": "json"}, HTTP_ACCEPT=accept).json()["openapi"].startswith("3")
+
+
+def test_a_configuration_no_key_decrypts_is_a_503_with_retry_after(api, account, monkeypatch):
+    from connectors.exceptions import EncryptionKeyError
+
+    def unreadable(account):
+        raise EncryptionKeyError("no key decrypts it")
+
+    monkeypatch.setattr("api.views.fresh_access_token", unreadable)
+
+    response = api.post(token_url(account))
+
+    assert_error(response, 503, "configuration_unreadable")
+    assert response["Retry-After"] == "60"
+
+
+def test_a_provider_s_other_refusal_is_a_502(api, account, monkeypatch):
+    from connectors.exceptions import ProviderError
+
+    def refused(account):
+        raise ProviderError("The provider refused the refresh: unsupported_grant_type.")
+
+    monkeypatch.setattr("api.views.fresh_access_token", refused)
+
+    body = assert_error(api.post(token_url(account)), 502, "provider_error")
+    assert "unsupported_grant_type" in body["message"]
