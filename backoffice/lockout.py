@@ -31,8 +31,18 @@ def lockout_response(request, original_response=None, credentials=None):
         shown += timedelta(minutes=1)
     response = render(
         request,
-        "registration/locked_out.html",
-        {"until": shown, "wait": wait},
+        "429.html",
+        {
+            "title": "Sign-in locked",
+            "heading": "Sign-in is locked for a while",
+            "reason": "There were too many failed sign-ins for this username from your address, so no sign-in "
+            "for it from here is accepted for now, not even with the right password. If you have forgotten "
+            "your password, an administrator can set a new one and lift the lock.",
+            "until": shown,
+            "wait": wait,
+            "back_url": request.get_full_path(),
+            "back_label": "Back to the sign-in page",
+        },
         status=settings.AXES_HTTP_RESPONSE_CODE,
     )
     response["Retry-After"] = str(wait)

@@ -1,0 +1,84 @@
+"""The sign-up throttle: SIGNUP_RATE sign-up POSTs per client address, then our 429 page.
+
+Beside ``lockout.py`` (the sign-in lock), since both guard the end users'
+logins against abuse from one address and read that address the same way:
+django-axes's ``get_client_ip_address``, which honours LOGIN_IP_HEADER and
+LOGIN_PROXY_COUNT (settings: AXES_IPWARE_*). An address that cannot be read
+(the named header missing) is counted under one shared key, so it is no way
+around the count.
+
+A fixed window per address in Django's cache, as the API's throttle counts
+service keys (``api.throttling``): one counter a window; an address may send
+up to twice the rate across the end of one window and the start of the next.
+A failing cache lets the sign-up through, with a WARNING (connectors.cache's
+``cache_fail_open``): the throttle is a brake on mass sign-ups, not a reason
+to refuse everyone while the cache is down.
+"""
+
+import logging
+import math
+import time
+from datetime import timedelta
+
+from axes.helpers import get_client_ip_address
+from django.conf import settings
+from django.core.cache import cache
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils import timezone
+
+from api.throttling import parse_rate
+from connectors.cache import cache_fail_open
+
+logger = logging.getLogger("backoffice.throttles")
+
+
+def _count(counter, period):
+    """This window's count for the address, this POST included."""
+    try:
+        return cache.incr(counter)
+    except ValueError:  # the window's first
+        return 1 if cache.add(counter, 1, period + 1) else cache.incr(counter)
+
+
+def signup_wait(request):
+    """Count this sign-up POST; the seconds until the address may post again, or None if it may now."""
+    limit, period = parse_rate(settings.SIGNUP_RATE)
+    address = get_client_ip_address(request) or "unknown"
+    now = time.time()
+    window = int(now // period)
+    counter = f"signup:throttle:{address}:{window}"
+    count = cache_fail_open("the sign-up throttle", _count, counter, period)
+    if count is None or count <= limit:
+        return None
+    if count == limit + 1:
+        # Once a window, however many more the address sends.
+        logger.warning("sign-up throttled: %s sign-ups from %s within the window", limit, address)
+    # Whole seconds, never 0: Retry-After is read as "now" otherwise.
+    return max(1, math.ceil((window + 1) * period - now))
+
+
+def throttled_response(request, wait):
+    """Our 429 page, with Retry-After, saying from when to try again."""
+    until = timezone.now() + timedelta(seconds=wait)
+    # Shown to the minute, rounded up: at the time named, the window is over.
+    shown = until.replace(second=0, microsecond=0)
+    if shown < until:
+        shown += timedelta(minutes=1)
+    response = render(
+        request,
+        "429.html",
+        {
+            "title": "Too many sign-ups",
+            "heading": "Too many sign-ups from your address",
+            "reason": "There were too many tries to create a login from your address a short "
+            "while ago, so no login can be created from here for now. Nothing was created.",
+            "back_url": reverse("login"),
+            "back_label": "Go to the sign-in page",
+            "until": shown,
+            "wait": wait,
+        },
+        status=429,
+    )
+    response["Retry-After"] = str(wait)
+    return response
