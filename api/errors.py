@@ -131,6 +131,15 @@ def not_found(request, *args, **kwargs):
     return JsonResponse(error_body("not_found", "No such endpoint."), status=404)
 
 
+def bad_request(request, exception):
+    """Django's 400 answer (a Host not allowed, too many fields): JSON under /api/, the site's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body("invalid_request", "The request could not be read."), status=400)
+    from django.views.defaults import bad_request as page
+
+    return page(request, exception)
+
+
 def server_error(request):
     """Django's 500 answer (DEBUG off): JSON under /api/, the site's page elsewhere."""
     if request.path.startswith("/api/"):

@@ -37,4 +37,5 @@ urlpatterns = [
 ]
 
 # JSON under /api/, the site's page elsewhere.
+handler400 = "api.errors.bad_request"
 handler500 = "api.errors.server_error"

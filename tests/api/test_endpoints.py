@@ -363,3 +363,12 @@ def test_a_provider_s_other_refusal_is_a_502(api, account, monkeypatch):
 
     body = assert_error(api.post(token_url(account)), 502, "provider_error")
     assert "unsupported_grant_type" in body["message"]
+
+
+def test_a_request_django_refuses_before_any_view_is_still_json_under_api(client, settings):
+    settings.DEBUG = False
+
+    answer = client.get("/api/v1/health", HTTP_HOST="elsewhere.example")
+
+    assert answer.status_code == 400 and answer["Content-Type"] == "application/json"
+    assert answer.json()["code"] == "invalid_request"
