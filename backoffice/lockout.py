@@ -1,14 +1,14 @@
 """The page a locked-out sign-in gets (django-axes calls it: AXES_LOCKOUT_CALLABLE)."""
 
 import math
-from datetime import timedelta
 
 from axes.helpers import get_client_username, get_cool_off
 from axes.models import AccessAttempt
 from django.conf import settings
 from django.db.models import Max
-from django.shortcuts import render
 from django.utils import timezone
+
+from .throttles import too_many_page
 
 
 def lockout_response(request, original_response=None, credentials=None):
@@ -25,25 +25,16 @@ def lockout_response(request, original_response=None, credentials=None):
     ).aggregate(last=Max("attempt_time"))["last"]
     until = (last_failure or now) + get_cool_off(request)
     wait = max(1, math.ceil((until - now).total_seconds()))
-    # Shown to the minute, rounded up: at the time named, the lock is over.
-    shown = until.replace(second=0, microsecond=0)
-    if shown < until:
-        shown += timedelta(minutes=1)
-    response = render(
+    return too_many_page(
         request,
-        "429.html",
-        {
-            "title": "Sign-in locked",
-            "heading": "Sign-in is locked for a while",
-            "reason": "There were too many failed sign-ins for this username from your address, so no sign-in "
-            "for it from here is accepted for now, not even with the right password. If you have forgotten "
-            "your password, an administrator can set a new one and lift the lock.",
-            "until": shown,
-            "wait": wait,
-            "back_url": request.get_full_path(),
-            "back_label": "Back to the sign-in page",
-        },
+        until=until,
+        wait=wait,
         status=settings.AXES_HTTP_RESPONSE_CODE,
+        title="Sign-in locked",
+        heading="Sign-in is locked for a while",
+        reason="There were too many failed sign-ins for this username from your address, so no sign-in for it "
+        "from here is accepted for now, not even with the right password. If you have forgotten your "
+        "password, an administrator can set a new one and lift the lock.",
+        back_url=request.get_full_path(),
+        back_label="Back to the sign-in page",
     )
-    response["Retry-After"] = str(wait)
-    return response

@@ -59,26 +59,29 @@ def signup_wait(request):
 
 
 def throttled_response(request, wait):
-    """Our 429 page, with Retry-After, saying from when to try again."""
-    until = timezone.now() + timedelta(seconds=wait)
-    # Shown to the minute, rounded up: at the time named, the window is over.
+    """Our 429 page for a sign-up past SIGNUP_RATE."""
+    return too_many_page(
+        request,
+        until=timezone.now() + timedelta(seconds=wait),
+        wait=wait,
+        title="Too many sign-ups",
+        heading="Too many sign-ups from your address",
+        reason="There were too many tries to create a login from your address a short while ago, so no "
+        "login can be created from here for now. Nothing was created.",
+        back_url=reverse("login"),
+        back_label="Go to the sign-in page",
+    )
+
+
+def too_many_page(request, *, until, wait, status=429, **words):
+    """The 429 page the sign-up throttle and the sign-in lockout share, with Retry-After.
+
+    ``until`` is shown to the minute, rounded up, so that at the time named
+    the wait is over; ``words`` are the page's title, heading, reason and way back.
+    """
     shown = until.replace(second=0, microsecond=0)
     if shown < until:
         shown += timedelta(minutes=1)
-    response = render(
-        request,
-        "429.html",
-        {
-            "title": "Too many sign-ups",
-            "heading": "Too many sign-ups from your address",
-            "reason": "There were too many tries to create a login from your address a short "
-            "while ago, so no login can be created from here for now. Nothing was created.",
-            "back_url": reverse("login"),
-            "back_label": "Go to the sign-in page",
-            "until": shown,
-            "wait": wait,
-        },
-        status=429,
-    )
+    response = render(request, "429.html", {**words, "until": shown, "wait": wait}, status=status)
     response["Retry-After"] = str(wait)
     return response
