@@ -13,6 +13,7 @@ import hashlib
 import logging
 import math
 import time
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
@@ -31,36 +32,60 @@ def parse_rate(rate):
     return int(count), PERIODS[period[:1]]
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A count past its rate: how long until its window ends, and whether it is the window's first."""
+
+    # Whole seconds, never 0: Retry-After is read as "now" otherwise.
+    wait: int
+    # The first refusal of the window, for a caller that logs once a window.
+    first: bool
+
+
+def window_count(name, rate, *, what):
+    """Count one more under ``name`` in the fixed window of ``rate`` (``600/min``), in the shared cache.
+
+    None while the count is within the rate; a Refusal past it. None too
+    while the cache fails (cache_fail_open: one WARNING naming ``what``),
+    so that our cache's outage refuses nobody. One counter a window: a few
+    statements on the database cache, one command on Redis.
+    """
+    limit, period = parse_rate(rate)
+    now = time.time()
+    window = int(now // period)
+    count = cache_fail_open(what, _incremented, f"{name}:{window}", period)
+    if count is None or count <= limit:
+        return None
+    return Refusal(wait=max(1, math.ceil((window + 1) * period - now)), first=count == limit + 1)
+
+
+def _incremented(counter, period):
+    """The window's count under ``counter``, this one included."""
+    try:
+        return cache.incr(counter)
+    except ValueError:  # the window's first
+        return 1 if cache.add(counter, 1, period + 1) else cache.incr(counter)
+
+
 class ServiceKeyThrottle(BaseThrottle):
     """API_THROTTLE_RATE per service key. While the cache fails the call goes through, with a WARNING:
     our cache's outage must not refuse every caller (what needs the cache refuses on its own)."""
 
     def __init__(self):
-        self.limit, self.period = parse_rate(settings.API_THROTTLE_RATE)
         self.retry_after = None
 
     def allow_request(self, request, view):
         key = request.auth
         if key is None:
             return True
-        now = time.time()
-        window = int(now // self.period)
-        count = cache_fail_open("the API throttle", self._count, f"api:throttle:{key.pk}:{window}")
-        if count is None or count <= self.limit:
+        refusal = window_count(f"api:throttle:{key.pk}", settings.API_THROTTLE_RATE, what="the API throttle")
+        if refusal is None:
             return True
-        # Whole seconds, never 0: Retry-After is read as "now" otherwise.
-        self.retry_after = max(1, math.ceil((window + 1) * self.period - now))
+        self.retry_after = refusal.wait
         return False
 
     def wait(self):
         return self.retry_after
-
-    def _count(self, counter):
-        """This window's calls by the key, this one included."""
-        try:
-            return cache.incr(counter)
-        except ValueError:
-            return 1 if cache.add(counter, 1, self.period + 1) else cache.incr(counter)
 
 
 # Refused keys, API_AUTH_FAILURE_RATE per client address. Only a refusal is
@@ -86,26 +111,16 @@ def client_address(request):
 
 def refused_key_wait(request):
     """Count a refused key from the request's address; the seconds to wait once past API_AUTH_FAILURE_RATE, else None."""
-    limit, period = parse_rate(settings.API_AUTH_FAILURE_RATE)
-    now = time.time()
-    window = int(now // period)
     address = client_address(request)
     digest = hashlib.sha256(address.encode()).hexdigest()[:32]
-    counter = f"api:refused-keys:{digest}:{window}"
-    count = cache_fail_open("the count of refused service keys", _count, counter, period)
-    if count is None or count <= limit:
+    rate = settings.API_AUTH_FAILURE_RATE
+    refusal = window_count(f"api:refused-keys:{digest}", rate, what="the count of refused service keys")
+    if refusal is None:
         return None
-    if count == limit + 1:
+    if refusal.first:
+        limit, period = parse_rate(rate)
         logger.warning(
             "%s refused service keys from %s within %s s (API_AUTH_FAILURE_RATE=%s): further refusals answered 429",
-            count, address or "an unknown address", period, settings.API_AUTH_FAILURE_RATE,
+            limit + 1, address or "an unknown address", period, rate,
         )
-    return max(1, math.ceil((window + 1) * period - now))
-
-
-def _count(counter, period):
-    """This window's count under ``counter``, this one included."""
-    try:
-        return cache.incr(counter)
-    except ValueError:
-        return 1 if cache.add(counter, 1, period + 1) else cache.incr(counter)
+    return refusal.wait

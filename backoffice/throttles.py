@@ -16,46 +16,31 @@ to refuse everyone while the cache is down.
 """
 
 import logging
-import math
-import time
 from datetime import timedelta
 
 from axes.helpers import get_client_ip_address
 from django.conf import settings
-from django.core.cache import cache
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 
-from api.throttling import parse_rate
-from connectors.cache import cache_fail_open
+from api.throttling import parse_rate, window_count
 
 logger = logging.getLogger("backoffice.throttles")
 
 
-def _count(counter, period):
-    """This window's count for the address, this POST included."""
-    try:
-        return cache.incr(counter)
-    except ValueError:  # the window's first
-        return 1 if cache.add(counter, 1, period + 1) else cache.incr(counter)
-
-
 def signup_wait(request):
     """Count this sign-up POST; the seconds until the address may post again, or None if it may now."""
-    limit, period = parse_rate(settings.SIGNUP_RATE)
     address = get_client_ip_address(request) or "unknown"
-    now = time.time()
-    window = int(now // period)
-    counter = f"signup:throttle:{address}:{window}"
-    count = cache_fail_open("the sign-up throttle", _count, counter, period)
-    if count is None or count <= limit:
+    refusal = window_count(f"signup:throttle:{address}", settings.SIGNUP_RATE, what="the sign-up throttle")
+    if refusal is None:
         return None
-    if count == limit + 1:
+    if refusal.first:
         # Once a window, however many more the address sends.
-        logger.warning("sign-up throttled: %s sign-ups from %s within the window", limit, address)
-    # Whole seconds, never 0: Retry-After is read as "now" otherwise.
-    return max(1, math.ceil((window + 1) * period - now))
+        logger.warning(
+            "sign-up throttled: %s sign-ups from %s within the window", parse_rate(settings.SIGNUP_RATE)[0], address
+        )
+    return refusal.wait
 
 
 def throttled_response(request, wait):

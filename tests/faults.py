@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import redis
@@ -233,3 +233,26 @@ def at(seconds, action):
     timer.daemon = True
     timer.start()
     return timer
+
+
+# The ways a cache is down, for tests run against each.
+FAULTS = ["refused", "hung", "killed"]
+
+
+@contextmanager
+def cache_down(kind):
+    """A Redis URL at which the cache is down in the given way, for as long as the block lasts."""
+    if kind == "refused":
+        # Bound, never listening: every connect is refused, and no other process can take the port.
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            yield f"redis://127.0.0.1:{closed.getsockname()[1]}/0"
+    elif kind == "hung":
+        with HangingServer() as server:
+            yield server.url()
+    elif kind == "killed":
+        with RedisServer() as server:
+            server.kill()
+            yield server.url()
+    else:  # pragma: no cover
+        raise ValueError(kind)

@@ -1,6 +1,7 @@
 """Small functions several test modules share."""
 
 import os
+import runpy
 import select
 import socket
 import subprocess
@@ -672,3 +673,33 @@ class FailingMailBackend(BaseEmailBackend):
 
     def send_messages(self, email_messages):
         raise SMTPException("the mail server is down")
+
+
+def configure_from_env(settings, monkeypatch, **env):
+    """The client-address settings backoffice/settings.py makes of these variables."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    made = runpy.run_path(str(REPO / "backoffice" / "settings.py"))
+    for name in ("AXES_IPWARE_META_PRECEDENCE_ORDER", "AXES_IPWARE_PROXY_COUNT", "IPWARE_STRICT"):
+        setattr(settings, name, made[name])
+
+
+class SignedIn:
+    """A person at the site through gunicorn: signed in with the login form, as a browser would."""
+
+    def __init__(self, base, username, password):
+        self.base, self.http = base, requests.Session()
+        self.http.get(f"{base}/accounts/login/", timeout=10)
+        signed_in = self.http.post(
+            f"{base}/accounts/login/", timeout=10, allow_redirects=False,
+            data={"username": username, "password": password,
+                  "csrfmiddlewaretoken": self.http.cookies["csrftoken"]},
+        )
+        assert signed_in.status_code == 302, signed_in.text
+
+    def connect(self, standin):
+        """Connect, consent at the stand-in; return the callback's answer."""
+        started = self.http.get(f"{self.base}/auth/discord/connect", timeout=10, allow_redirects=False)
+        assert started.status_code == 302, started.text
+        callback = urlsplit(decide(standin, started.headers["Location"]))
+        return self.http.get(f"{self.base}{callback.path}?{callback.query}", timeout=30, allow_redirects=False)

@@ -14,7 +14,7 @@ from django.conf import settings as django_settings
 from django.core.management import call_command
 from django.db.models import F
 
-from tests.helpers import REPO
+from tests.helpers import REPO, configure_from_env
 
 PAGES = ["/accounts/login/", "/admin/login/"]
 PASSWORD = "pw-alice-123"  # alice's, tests/conftest.py
@@ -165,15 +165,6 @@ def test_a_forwarded_for_header_is_ignored_by_default(client, alice):
     refused = sign_in(client, "/accounts/login/", "alice", PASSWORD, HTTP_X_FORWARDED_FOR="203.0.113.99")
     assert_lockout_page(refused)
     assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {"127.0.0.1"}
-
-
-def configure_from_env(settings, monkeypatch, **env):
-    """The client-address settings backoffice/settings.py makes of these variables."""
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    made = runpy.run_path(str(REPO / "backoffice" / "settings.py"))
-    for name in ("AXES_IPWARE_META_PRECEDENCE_ORDER", "AXES_IPWARE_PROXY_COUNT", "IPWARE_STRICT"):
-        setattr(settings, name, made[name])
 
 
 @pytest.mark.parametrize(

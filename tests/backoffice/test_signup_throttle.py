@@ -11,11 +11,11 @@ from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.db import OperationalError
 
-from backoffice import throttles
-from tests.backoffice.test_login_throttling import configure_from_env
-from tests.helpers import REPO, assert_strict_policies
+import api.throttling
+from tests.helpers import REPO, assert_strict_policies, configure_from_env
 
 SIGNUP = "/accounts/signup/"
 HOUR = 3600
@@ -33,7 +33,7 @@ def clock(monkeypatch):
     """The throttle's clock, set by the test: 10 s into a window of every period up to a day."""
     now = {"t": 1_700_006_400.0 + 10}  # a multiple of 86400, plus 10 s
     # The module's own name only: the cache computes its expiries from the real time.time.
-    monkeypatch.setattr(throttles, "time", SimpleNamespace(time=lambda: now["t"]))
+    monkeypatch.setattr(api.throttling, "time", SimpleNamespace(time=lambda: now["t"]))
     return now
 
 
@@ -175,8 +175,8 @@ def test_a_failing_cache_lets_sign_ups_through_with_a_warning(client, clock, mon
     def down(*args, **kwargs):
         raise OperationalError("the cache's database went away")
 
-    monkeypatch.setattr(throttles.cache, "incr", down)
-    monkeypatch.setattr(throttles.cache, "add", down)
+    monkeypatch.setattr(cache, "incr", down)
+    monkeypatch.setattr(cache, "add", down)
     with caplog.at_level(logging.WARNING, logger="connectors.cache"):
         answers = [sign_up(client, n) for n in range(7)]
     assert [a.status_code for a in answers] == [302] * 7

@@ -17,7 +17,6 @@ REQUEST_MAX_WAIT.
 import json
 import logging
 import os
-import socket
 import time
 from contextlib import contextmanager
 from urllib.parse import urlsplit
@@ -32,30 +31,8 @@ from django.db import connection
 from api.throttling import ServiceKeyThrottle
 from connectors.cache import CACHE_ERRORS, cache_fail_open
 from connectors.models import ConnectedAccount
-from tests.faults import HangingServer, RedisServer
+from tests.faults import FAULTS, HangingServer, cache_down
 from tests.helpers import PRODUCTION, manage, seed_account
-
-FAULTS = ["refused", "hung", "killed"]
-
-
-@contextmanager
-def cache_down(kind):
-    """A Redis URL at which the cache is down in the given way, for as long as the block lasts."""
-    if kind == "refused":
-        # Bound, never listening: every connect is refused, and no other process can take the port.
-        with socket.socket() as closed:
-            closed.bind(("127.0.0.1", 0))
-            yield f"redis://127.0.0.1:{closed.getsockname()[1]}/0"
-    elif kind == "hung":
-        with HangingServer() as server:
-            yield server.url()
-    elif kind == "killed":
-        with RedisServer() as server:
-            server.kill()
-            yield server.url()
-    else:  # pragma: no cover
-        raise ValueError(kind)
-
 
 def redis_cache(url):
     """CACHES for a Redis at ``url``, with the timeouts backoffice/settings.py gives a CACHE_URL."""

@@ -16,10 +16,8 @@ import requests
 
 from api.keys import service_key_create
 from connectors.models import ConnectedAccount
-from tests.connectors.test_cache_down import FAULTS, cache_down
-from tests.faults import RedisServer
-from tests.helpers import child_env, gunicorn_serving, postgres_only, seed_account
-from tests.production.test_own_faults import SignedIn
+from tests.faults import FAULTS, RedisServer, cache_down
+from tests.helpers import SignedIn, child_env, gunicorn_serving, postgres_only, seed_account
 
 pytestmark = postgres_only
 

@@ -21,7 +21,7 @@ from django.db import connection
 from api.keys import service_key_create
 from connectors.models import ConnectedAccount, PendingRevocation
 from tests.faults import RedisServer, TcpProxy, at
-from tests.helpers import child_env, decide, gunicorn_serving, postgres_only, seed_account
+from tests.helpers import SignedIn, child_env, gunicorn_serving, postgres_only, seed_account
 
 pytestmark = postgres_only
 
@@ -109,27 +109,6 @@ def test_with_the_cache_dead_a_token_call_is_ours_to_fail_and_sends_nothing(
     assert int(answer.headers["Retry-After"]) > 0
     assert standin.count("token") == 0
     assert ConnectedAccount.objects.get(pk=account.pk).refresh_token == account.refresh_token
-
-
-class SignedIn:
-    """A person at the site through gunicorn: signed in with the login form, as a browser would."""
-
-    def __init__(self, base, username, password):
-        self.base, self.http = base, requests.Session()
-        self.http.get(f"{base}/accounts/login/", timeout=10)
-        signed_in = self.http.post(
-            f"{base}/accounts/login/", timeout=10, allow_redirects=False,
-            data={"username": username, "password": password,
-                  "csrfmiddlewaretoken": self.http.cookies["csrftoken"]},
-        )
-        assert signed_in.status_code == 302, signed_in.text
-
-    def connect(self, standin):
-        """Connect, consent at the stand-in; return the callback's answer."""
-        started = self.http.get(f"{self.base}/auth/discord/connect", timeout=10, allow_redirects=False)
-        assert started.status_code == 302, started.text
-        callback = urlsplit(decide(standin, started.headers["Location"]))
-        return self.http.get(f"{self.base}{callback.path}?{callback.query}", timeout=30, allow_redirects=False)
 
 
 def live_grants(standin):
